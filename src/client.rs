@@ -1,0 +1,160 @@
+//! [`QuicClient`]: requests and one-way messages to peers over pooled connections.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::TransportConfig;
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::handler::{Handler, NoHandler, Peer};
+use crate::message::Message;
+use crate::stats::{ConnectionStats, PoolStats};
+
+/// A client: dials peers and talks to them over one pooled connection per (address,
+/// server name).
+///
+/// `Clone` is cheap (an `Arc`); clones share the socket and the pool. Concurrent first
+/// uses of an address share one handshake; a connection that closes (idle timeout,
+/// loss, peer close) leaves the pool and the next use dials again.
+///
+/// Call [`QuicClient::close`] when done: background tasks hold the socket until then.
+#[derive(Clone)]
+pub struct QuicClient {
+    pub(crate) endpoint: Arc<Endpoint>,
+}
+
+impl std::fmt::Debug for QuicClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicClient").field("local_addr", &self.endpoint.local_addr().ok()).finish()
+    }
+}
+
+impl QuicClient {
+    /// A dial-only client. Messages peers push to it wait for [`QuicClient::receive`];
+    /// requests peers send to it are answered with an error.
+    ///
+    /// Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArg`] when the UDP socket cannot be bound or TLS setup fails.
+    pub fn new(config: TransportConfig) -> Result<Self, Error> {
+        Self::with_handler(config, NoHandler)
+    }
+
+    /// A dial-only client whose incoming pushes and requests go to `handler`.
+    ///
+    /// # Errors
+    /// As [`QuicClient::new`].
+    pub fn with_handler(config: TransportConfig, handler: impl Handler) -> Result<Self, Error> {
+        let endpoint = Endpoint::bind(config, Arc::new(handler), false)?;
+        Ok(QuicClient { endpoint })
+    }
+
+    /// Opens (or reuses) the pooled connection to `addr`, so that the first request does
+    /// not pay for the handshake.
+    ///
+    /// # Errors
+    /// [`Error::Connect`], [`Error::Tls`] or [`Error::Closed`].
+    pub async fn connect(&self, addr: SocketAddr) -> Result<(), Error> {
+        self.endpoint.connection(addr).await.map(|_| ()).map_err(|e| self.endpoint.closed_or(e))
+    }
+
+    /// Sends `request` to `addr` and returns the reply, within the configured
+    /// `request_timeout`. The reply travels on the request's own stream.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`] before anything is sent; [`Error::Connect`],
+    /// [`Error::Tls`], [`Error::Timeout`], [`Error::ConnectionLost`], [`Error::Remote`]
+    /// (the peer's handler failed), [`Error::Closed`].
+    ///
+    /// Cancel-safe: dropping the future resets the request's stream.
+    pub async fn request(&self, addr: SocketAddr, request: Message) -> Result<Message, Error> {
+        self.endpoint.request(addr, request, None).await
+    }
+
+    /// [`QuicClient::request`] with its own deadline.
+    ///
+    /// # Errors
+    /// As [`QuicClient::request`].
+    pub async fn request_with_timeout(
+        &self,
+        addr: SocketAddr,
+        request: Message,
+        timeout: Duration,
+    ) -> Result<Message, Error> {
+        self.endpoint.request(addr, request, Some(timeout)).await
+    }
+
+    /// Sends a one-way message. It is queued when this is called (not when the future is
+    /// first polled), so messages of one channel arrive in call order; the future
+    /// resolves when QUIC has taken the message, so awaiting it gives backpressure.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`] (nothing queued), [`Error::Connect`], [`Error::Tls`],
+    /// [`Error::ConnectionLost`], [`Error::Closed`].
+    pub fn send(
+        &self,
+        addr: SocketAddr,
+        message: Message,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        self.endpoint.send(addr, vec![message])
+    }
+
+    /// Sends several one-way messages in order, with one enqueue for all of them.
+    ///
+    /// # Errors
+    /// As [`QuicClient::send`]; nothing is queued when one message is too large.
+    pub fn send_batch(
+        &self,
+        addr: SocketAddr,
+        messages: Vec<Message>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        self.endpoint.send(addr, messages)
+    }
+
+    /// The next queued one-way message, optionally only from `from` and/or on `channel`.
+    /// Messages reach this queue when the handler does not take them.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the client is closed.
+    ///
+    /// Cancel-safe.
+    pub async fn receive(
+        &self,
+        from: Option<SocketAddr>,
+        channel: Option<&str>,
+    ) -> Result<(Message, Peer), Error> {
+        self.endpoint.receive(from, channel).await
+    }
+
+    /// The local socket address.
+    ///
+    /// # Errors
+    /// [`Error::ConnectionLost`] if the OS no longer reports one.
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.endpoint.local_addr()
+    }
+
+    /// `sha256/…` of this side's certificate, for peers to pin.
+    pub fn fingerprint(&self) -> String {
+        self.endpoint.identity.fingerprint()
+    }
+
+    /// Pool counters.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.endpoint.pool_stats()
+    }
+
+    /// Per-connection statistics, read from quinn.
+    pub fn connection_stats(&self) -> Vec<ConnectionStats> {
+        self.endpoint.connection_stats()
+    }
+
+    /// Fails every pending call with [`Error::Closed`], closes all connections and frees
+    /// the socket. Calling it again is harmless.
+    pub async fn close(&self) {
+        self.endpoint.close().await
+    }
+}

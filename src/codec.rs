@@ -1,0 +1,316 @@
+//! The wire framing (see `PROTOCOL.md`): one frame per message, length-prefixed.
+//!
+//! ```text
+//! header (12 bytes): version u8 = 1 | kind u8 | flags u8 | reserved u8 = 0
+//!                    | fields_len u32 BE | payload_len u32 BE
+//! fields:            id_len u16 BE, id | type_len u16 BE, type
+//!                    | channel_len u16 BE, channel | metadata_len u32 BE, metadata
+//! payload:           payload_len bytes
+//! ```
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::error::Error;
+use crate::message::{Encoding, Message};
+
+/// The framing version this crate speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Length of the fixed frame header.
+pub const HEADER_LEN: usize = 12;
+
+const FLAG_JSON: u8 = 0b0000_0001;
+
+/// What a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A request; the reply comes back on the same bidirectional stream.
+    Request = 1,
+    /// A successful reply.
+    Response = 2,
+    /// A failed reply: `type` holds an error code, the payload a UTF-8 message.
+    Error = 3,
+    /// A one-way message on a unidirectional channel stream.
+    Message = 4,
+}
+
+impl FrameKind {
+    fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            1 => FrameKind::Request,
+            2 => FrameKind::Response,
+            3 => FrameKind::Error,
+            4 => FrameKind::Message,
+            _ => return None,
+        })
+    }
+}
+
+/// Length of the fields section plus the payload: what `max_message_bytes` limits.
+pub(crate) fn body_len(message: &Message) -> u64 {
+    fields_len(message) as u64 + message.payload.len() as u64
+}
+
+fn fields_len(message: &Message) -> usize {
+    2 + message.id.len()
+        + 2
+        + message.kind.len()
+        + 2
+        + message.channel.len()
+        + 4
+        + message.metadata.as_ref().map_or(0, |m| m.len())
+}
+
+/// Encodes `message` as a frame: the header and fields, then the payload (not copied).
+///
+/// # Errors
+/// [`Error::InvalidArg`] when a text field exceeds 65,535 bytes, and
+/// [`Error::MessageTooLarge`] when the body exceeds `limit`.
+pub fn encode(kind: FrameKind, message: &Message, limit: u64) -> Result<(Bytes, Bytes), Error> {
+    let size = body_len(message);
+    if size > limit {
+        return Err(Error::MessageTooLarge { size, limit });
+    }
+    let payload_len = u32::try_from(message.payload.len())
+        .map_err(|_| Error::MessageTooLarge { size, limit: u32::MAX as u64 })?;
+    let fields = fields_len(message);
+    let mut head = BytesMut::with_capacity(HEADER_LEN + fields);
+    head.put_u8(PROTOCOL_VERSION);
+    head.put_u8(kind as u8);
+    head.put_u8(if message.encoding == Encoding::Json { FLAG_JSON } else { 0 });
+    head.put_u8(0);
+    head.put_u32(fields as u32);
+    head.put_u32(payload_len);
+    put_short_text(&mut head, "id", &message.id)?;
+    put_short_text(&mut head, "type", &message.kind)?;
+    put_short_text(&mut head, "streamId", &message.channel)?;
+    let metadata = message.metadata.as_deref().unwrap_or_default();
+    head.put_u32(metadata.len() as u32);
+    head.put_slice(metadata);
+    Ok((head.freeze(), message.payload.clone()))
+}
+
+/// Encodes a frame into one contiguous buffer (tests and benches).
+pub fn encode_to_vec(kind: FrameKind, message: &Message, limit: u64) -> Result<Vec<u8>, Error> {
+    let (head, payload) = encode(kind, message, limit)?;
+    let mut out = Vec::with_capacity(head.len() + payload.len());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+fn put_short_text(out: &mut BytesMut, name: &str, text: &str) -> Result<(), Error> {
+    let len = u16::try_from(text.len())
+        .map_err(|_| Error::invalid(name, format!("{} bytes is longer than 65535", text.len())))?;
+    out.put_u16(len);
+    out.put_slice(text.as_bytes());
+    Ok(())
+}
+
+/// Reads the next frame. `Ok(None)` when the stream ended cleanly before a frame began.
+///
+/// # Errors
+/// [`Error::MessageTooLarge`] when the header announces a body over `limit` (nothing more
+/// is read), [`Error::Protocol`] for a malformed frame, [`Error::ConnectionLost`] when the
+/// stream fails.
+///
+/// Not cancel-safe: a frame may be partly consumed.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    limit: u64,
+) -> Result<Option<(FrameKind, Message)>, Error> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut filled = 0;
+    while filled < HEADER_LEN {
+        let n = reader.read(&mut header[filled..]).await.map_err(io_error)?;
+        if n == 0 {
+            if filled == 0 {
+                return Ok(None);
+            }
+            return Err(Error::Protocol("stream ended inside a frame header".into()));
+        }
+        filled += n;
+    }
+    let (kind, json, fields_len, payload_len) = parse_header(&header)?;
+    let size = fields_len as u64 + payload_len as u64;
+    if size > limit {
+        return Err(Error::MessageTooLarge { size, limit });
+    }
+    let mut fields = vec![0u8; fields_len as usize];
+    reader.read_exact(&mut fields).await.map_err(truncated)?;
+    let mut payload = vec![0u8; payload_len as usize];
+    reader.read_exact(&mut payload).await.map_err(truncated)?;
+    let mut message = parse_fields(&fields)?;
+    message.payload = Bytes::from(payload);
+    message.encoding = if json { Encoding::Json } else { Encoding::Binary };
+    Ok(Some((kind, message)))
+}
+
+/// Decodes one frame from a complete buffer (the inverse of [`encode_to_vec`]).
+///
+/// # Errors
+/// As [`read_frame`], and [`Error::Protocol`] when bytes follow the frame.
+pub fn decode(frame: &[u8], limit: u64) -> Result<(FrameKind, Message), Error> {
+    if frame.len() < HEADER_LEN {
+        return Err(Error::Protocol("frame shorter than its header".into()));
+    }
+    let (head, rest) = frame.split_at(HEADER_LEN);
+    let (kind, json, fields_len, payload_len) = parse_header(head.try_into().expect("split"))?;
+    let size = fields_len as u64 + payload_len as u64;
+    if size > limit {
+        return Err(Error::MessageTooLarge { size, limit });
+    }
+    if rest.len() as u64 != size {
+        return Err(Error::Protocol(format!(
+            "frame announces {size} bytes but carries {}",
+            rest.len()
+        )));
+    }
+    let (fields, payload) = rest.split_at(fields_len as usize);
+    let mut message = parse_fields(fields)?;
+    message.payload = Bytes::copy_from_slice(payload);
+    message.encoding = if json { Encoding::Json } else { Encoding::Binary };
+    Ok((kind, message))
+}
+
+fn parse_header(header: &[u8; HEADER_LEN]) -> Result<(FrameKind, bool, u32, u32), Error> {
+    if header[0] != PROTOCOL_VERSION {
+        return Err(Error::Protocol(format!(
+            "unsupported framing version {} (this side speaks {PROTOCOL_VERSION})",
+            header[0]
+        )));
+    }
+    let kind = FrameKind::from_u8(header[1])
+        .ok_or_else(|| Error::Protocol(format!("unknown frame kind {}", header[1])))?;
+    if header[2] & !FLAG_JSON != 0 || header[3] != 0 {
+        return Err(Error::Protocol("reserved header bits are set".into()));
+    }
+    let fields_len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    let payload_len = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+    Ok((kind, header[2] & FLAG_JSON != 0, fields_len, payload_len))
+}
+
+fn parse_fields(mut fields: &[u8]) -> Result<Message, Error> {
+    let id = take_text(&mut fields, 2, "id")?;
+    let kind = take_text(&mut fields, 2, "type")?;
+    let channel = take_text(&mut fields, 2, "streamId")?;
+    let metadata = take(&mut fields, 4, "metadata")?;
+    if !fields.is_empty() {
+        return Err(Error::Protocol(format!("{} stray bytes after the fields", fields.len())));
+    }
+    Ok(Message {
+        id,
+        kind,
+        channel,
+        metadata: (!metadata.is_empty()).then(|| Bytes::copy_from_slice(metadata)),
+        ..Message::default()
+    })
+}
+
+fn take<'a>(input: &mut &'a [u8], len_bytes: usize, name: &str) -> Result<&'a [u8], Error> {
+    if input.len() < len_bytes {
+        return Err(Error::Protocol(format!("fields end before the length of {name}")));
+    }
+    let (len, rest) = input.split_at(len_bytes);
+    let len = len.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+    if rest.len() < len {
+        return Err(Error::Protocol(format!("{name} runs past the end of the fields")));
+    }
+    let (value, rest) = rest.split_at(len);
+    *input = rest;
+    Ok(value)
+}
+
+fn take_text(input: &mut &[u8], len_bytes: usize, name: &str) -> Result<String, Error> {
+    let bytes = take(input, len_bytes, name)?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Error::Protocol(format!("{name} is not valid UTF-8")))
+}
+
+fn io_error(err: std::io::Error) -> Error {
+    Error::ConnectionLost(err.to_string())
+}
+
+fn truncated(err: std::io::Error) -> Error {
+    if err.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::Protocol("stream ended inside a frame".into())
+    } else {
+        io_error(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Message {
+        Message {
+            id: "abc".into(),
+            kind: "task".into(),
+            channel: "jobs".into(),
+            payload: Bytes::from_static(b"{\"n\":1}"),
+            encoding: Encoding::Json,
+            metadata: Some(Bytes::from_static(b"{\"p\":2}")),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let frame = encode_to_vec(FrameKind::Request, &sample(), 1 << 20).unwrap();
+        assert_eq!(frame.len() as u64, HEADER_LEN as u64 + sample().wire_size());
+        let (kind, decoded) = decode(&frame, 1 << 20).unwrap();
+        assert_eq!(kind, FrameKind::Request);
+        assert_eq!(decoded, sample());
+    }
+
+    #[tokio::test]
+    async fn reads_frames_from_a_stream_in_order() {
+        let mut bytes = encode_to_vec(FrameKind::Message, &sample(), 1 << 20).unwrap();
+        let second = Message::binary("status", vec![0u8, 255, 7]).with_id("2");
+        bytes.extend(encode_to_vec(FrameKind::Message, &second, 1 << 20).unwrap());
+        let mut reader = &bytes[..];
+        let (_, first) = read_frame(&mut reader, 1 << 20).await.unwrap().unwrap();
+        assert_eq!(first, sample());
+        let (_, next) = read_frame(&mut reader, 1 << 20).await.unwrap().unwrap();
+        assert_eq!(next, second);
+        assert_eq!(read_frame(&mut reader, 1 << 20).await.unwrap(), None);
+    }
+
+    #[test]
+    fn refuses_oversized_bodies_on_both_ends() {
+        let big = Message::binary("x", vec![0u8; 100]);
+        let err = encode(FrameKind::Message, &big, 50).unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::MessageTooLarge);
+        let frame = encode_to_vec(FrameKind::Message, &big, 1000).unwrap();
+        assert_eq!(decode(&frame, 50).unwrap_err().code(), crate::ErrorCode::MessageTooLarge);
+    }
+
+    #[test]
+    fn rejects_malformed_frames_without_panicking() {
+        let good = encode_to_vec(FrameKind::Request, &sample(), 1 << 20).unwrap();
+        // Every truncation, and every single-byte corruption, is an error or a value,
+        // never a panic.
+        for cut in 0..good.len() {
+            assert!(decode(&good[..cut], 1 << 20).is_err());
+        }
+        for i in 0..good.len() {
+            for value in [0u8, 1, 0x7f, 0xff] {
+                let mut bad = good.clone();
+                bad[i] = value;
+                let _ = decode(&bad, 1 << 20);
+            }
+        }
+        let mut wrong_version = good.clone();
+        wrong_version[0] = 9;
+        assert_eq!(decode(&wrong_version, 1 << 20).unwrap_err().code(), crate::ErrorCode::Protocol);
+    }
+
+    #[test]
+    fn refuses_text_fields_over_u16() {
+        let long = Message::binary("x".repeat(70_000), Vec::new());
+        assert_eq!(
+            encode(FrameKind::Request, &long, u64::MAX).unwrap_err().code(),
+            crate::ErrorCode::InvalidArg
+        );
+    }
+}

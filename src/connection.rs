@@ -1,0 +1,289 @@
+//! One live QUIC connection to a peer ([`Conn`]), what it serves, and how quinn's errors
+//! become this crate's.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use quinn::{ConnectionError, WriteError};
+use tokio::sync::Semaphore;
+
+use crate::codec::{self, FrameKind};
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::handler::Peer;
+use crate::message::Message;
+use crate::stats::ConnectionStats;
+use crate::tls::fingerprint;
+
+/// Application error codes used to close streams and connections (see PROTOCOL.md).
+pub mod app_code {
+    /// Normal close.
+    pub const CLOSED: u32 = 0;
+    /// The peer broke the framing rules.
+    pub const PROTOCOL: u32 = 1;
+    /// A frame exceeded the receiver's `max_message_bytes`.
+    pub const TOO_LARGE: u32 = 2;
+    /// The sender gave up on the stream (timeout, abort).
+    pub const CANCELLED: u32 = 3;
+}
+
+/// A live connection and what this side keeps about it.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) quic: quinn::Connection,
+    pub(crate) peer: Peer,
+    pub(crate) outbound: bool,
+    /// Limits the requests this side has in flight on the connection.
+    streams: Semaphore,
+    in_flight: AtomicUsize,
+    streams_opened: AtomicU64,
+}
+
+/// Marks one operation in flight on a connection while alive.
+pub(crate) struct InFlight<'a>(&'a Conn);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Conn {
+    pub(crate) fn new(quic: quinn::Connection, outbound: bool, max_streams: u32) -> Arc<Self> {
+        let fingerprint = quic
+            .peer_identity()
+            .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+            .and_then(|chain| chain.first().map(|leaf| Arc::from(fingerprint(leaf))));
+        Arc::new(Conn {
+            peer: Peer { address: crate::config::canonical(quic.remote_address()), fingerprint },
+            quic,
+            outbound,
+            streams: Semaphore::new(max_streams as usize),
+            in_flight: AtomicUsize::new(0),
+            streams_opened: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.quic.close_reason().is_none()
+    }
+
+    pub(crate) fn is_busy(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
+    pub(crate) fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    /// Sends `request` on a new bidirectional stream and reads the reply from it.
+    ///
+    /// Waits for a free stream when `max_concurrent_streams` requests are in flight.
+    /// Cancel-safe in effect: dropping the future resets the stream.
+    pub(crate) async fn request(
+        &self,
+        head: bytes::Bytes,
+        payload: bytes::Bytes,
+        limit: u64,
+    ) -> Result<Message, Error> {
+        let _in_flight = self.in_flight();
+        let _permit = self.streams.acquire().await.map_err(|_| Error::Closed)?;
+        let (mut send, mut recv) = self.quic.open_bi().await.map_err(connection_error)?;
+        self.streams_opened.fetch_add(1, Ordering::Relaxed);
+        let mut guard = ResetOnDrop(Some(&mut send));
+        let written = guard.stream().write_all_chunks(&mut [head, payload]).await;
+        match written {
+            Ok(()) => {
+                let _ = guard.stream().finish();
+            }
+            // The peer stopped reading, most likely to refuse the request (too large);
+            // its reason is in the reply.
+            Err(WriteError::Stopped(_)) => {}
+            Err(e) => return Err(write_error(e)),
+        }
+        guard.disarm();
+        let reply = codec::read_frame(&mut recv, limit).await;
+        match reply? {
+            Some((FrameKind::Response, message)) => Ok(message),
+            Some((FrameKind::Error, message)) => Err(Error::from_remote(
+                &message.kind,
+                String::from_utf8_lossy(&message.payload).into_owned(),
+            )),
+            Some((kind, _)) => Err(Error::Protocol(format!("expected a reply, got a {kind:?} frame"))),
+            None => Err(Error::Protocol("the peer closed the stream without a reply".into())),
+        }
+    }
+
+    /// Opens a unidirectional stream for a channel.
+    pub(crate) async fn open_channel(&self) -> Result<quinn::SendStream, Error> {
+        let stream = self.quic.open_uni().await.map_err(connection_error)?;
+        self.streams_opened.fetch_add(1, Ordering::Relaxed);
+        Ok(stream)
+    }
+
+    pub(crate) fn stats(&self) -> ConnectionStats {
+        let stats = self.quic.stats();
+        ConnectionStats {
+            remote_address: self.peer.address,
+            outbound: self.outbound,
+            rtt_ms: stats.path.rtt.as_secs_f64() * 1000.0,
+            congestion_window: stats.path.cwnd,
+            bytes_sent: stats.udp_tx.bytes,
+            bytes_received: stats.udp_rx.bytes,
+            lost_packets: stats.path.lost_packets,
+            streams_opened: self.streams_opened.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Resets a send stream unless disarmed: a request abandoned mid-write tells the peer.
+struct ResetOnDrop<'a>(Option<&'a mut quinn::SendStream>);
+
+impl<'a> ResetOnDrop<'a> {
+    fn stream(&mut self) -> &mut quinn::SendStream {
+        self.0.as_mut().expect("armed")
+    }
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ResetOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(stream) = self.0.take() {
+            let _ = stream.reset(app_code::CANCELLED.into());
+        }
+    }
+}
+
+/// Serves what a peer opens on `conn` until the connection ends: requests on
+/// bidirectional streams, channels on unidirectional ones.
+pub(crate) async fn serve(endpoint: Arc<Endpoint>, conn: Arc<Conn>) {
+    let requests = {
+        let endpoint = endpoint.clone();
+        let conn = conn.clone();
+        async move {
+            while let Ok((send, recv)) = conn.quic.accept_bi().await {
+                tokio::spawn(serve_request(endpoint.clone(), conn.clone(), send, recv));
+            }
+        }
+    };
+    let channels = async {
+        while let Ok(recv) = conn.quic.accept_uni().await {
+            tokio::spawn(serve_channel(endpoint.clone(), conn.clone(), recv));
+        }
+    };
+    tokio::join!(requests, channels);
+}
+
+async fn serve_request(
+    endpoint: Arc<Endpoint>,
+    conn: Arc<Conn>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let limit = endpoint.config.max_message_bytes;
+    let reply = match codec::read_frame(&mut recv, limit).await {
+        Ok(Some((FrameKind::Request, request))) => {
+            let id = request.id.clone();
+            let handled = endpoint.handle_request(request, conn.peer.clone());
+            let outcome = tokio::select! {
+                outcome = handled => outcome,
+                // The requester gave up (timeout, abort): stop waiting for the handler.
+                _ = send.stopped() => return,
+                _ = tokio::time::sleep(endpoint.config.request_timeout) => {
+                    Err(Error::Remote(format!(
+                        "handler did not answer within {} ms",
+                        endpoint.config.request_timeout.as_millis()
+                    )))
+                }
+            };
+            match outcome {
+                Ok(mut reply) => {
+                    reply.id = id.clone();
+                    match codec::encode(FrameKind::Response, &reply, limit) {
+                        Ok(frame) => Ok(frame),
+                        Err(e) => Err((id, e)),
+                    }
+                }
+                Err(e) => Err((id, e)),
+            }
+        }
+        Ok(Some((kind, message))) => Err((
+            message.id,
+            Error::Protocol(format!("expected a request on a bidirectional stream, got {kind:?}")),
+        )),
+        Ok(None) => return,
+        Err(e @ Error::MessageTooLarge { .. }) => {
+            let _ = recv.stop(app_code::TOO_LARGE.into());
+            Err((String::new(), e))
+        }
+        Err(e @ Error::Protocol(_)) => {
+            let _ = recv.stop(app_code::PROTOCOL.into());
+            Err((String::new(), e))
+        }
+        Err(_) => return,
+    };
+    let frame = reply.or_else(|(id, error)| {
+        let mut message = Message::binary(error.code().as_str(), error.to_string().into_bytes());
+        message.id = id;
+        codec::encode(FrameKind::Error, &message, u64::MAX)
+    });
+    if let Ok((head, payload)) = frame {
+        if send.write_all_chunks(&mut [head, payload]).await.is_ok() {
+            let _ = send.finish();
+        }
+    }
+}
+
+async fn serve_channel(endpoint: Arc<Endpoint>, conn: Arc<Conn>, mut recv: quinn::RecvStream) {
+    let limit = endpoint.config.max_message_bytes;
+    loop {
+        match codec::read_frame(&mut recv, limit).await {
+            Ok(Some((FrameKind::Message, message))) => {
+                if endpoint.deliver(message, conn.peer.clone()).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Some(_)) | Err(Error::Protocol(_)) => {
+                let _ = recv.stop(app_code::PROTOCOL.into());
+                return;
+            }
+            Err(Error::MessageTooLarge { .. }) => {
+                let _ = recv.stop(app_code::TOO_LARGE.into());
+                return;
+            }
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// Maps a quinn connection error to this crate's error.
+pub(crate) fn connection_error(error: ConnectionError) -> Error {
+    match error {
+        ConnectionError::LocallyClosed => Error::Closed,
+        ConnectionError::TransportError(ref e) if is_crypto(e.code) => Error::Tls(e.to_string()),
+        ConnectionError::ConnectionClosed(ref c) if is_crypto(c.error_code) => {
+            Error::Tls(format!("the peer rejected the handshake: {c}"))
+        }
+        ConnectionError::TimedOut => Error::ConnectionLost("idle timeout: no answer from the peer".into()),
+        ConnectionError::ApplicationClosed(c) => Error::ConnectionLost(format!(
+            "closed by the peer ({})",
+            String::from_utf8_lossy(&c.reason)
+        )),
+        other => Error::ConnectionLost(other.to_string()),
+    }
+}
+
+fn is_crypto(code: quinn::TransportErrorCode) -> bool {
+    (0x100..0x200).contains(&u64::from(code))
+}
+
+fn write_error(error: WriteError) -> Error {
+    match error {
+        WriteError::ConnectionLost(e) => connection_error(e),
+        WriteError::Stopped(code) => Error::ConnectionLost(format!("the peer stopped the stream ({code})")),
+        other => Error::ConnectionLost(other.to_string()),
+    }
+}

@@ -1,0 +1,277 @@
+//! The state a client and a server share: the UDP socket (quinn endpoint), the config,
+//! the pool, the queues and the handler. [`crate::QuicClient`] and [`crate::QuicServer`]
+//! are handles to one [`Endpoint`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::codec::{self, FrameKind};
+use crate::config::TransportConfig;
+use crate::connection::{self, app_code, Conn};
+use crate::error::Error;
+use crate::handler::{Handler, Peer};
+use crate::inbox::Inbox;
+use crate::message::Message;
+use crate::outbox::{self, Outbox};
+use crate::pool::{Pool, PoolKey};
+use crate::stats::{ConnectionStats, PoolStats};
+use crate::tls::{self, Identity};
+
+/// How long `close` waits for connections to finish closing before it frees the socket
+/// anyway (quinn's `wait_idle` can otherwise wait for an unreachable peer; LESSONS.md).
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+pub(crate) struct Endpoint {
+    pub(crate) quic: quinn::Endpoint,
+    pub(crate) config: TransportConfig,
+    pub(crate) identity: Identity,
+    client_config: Option<quinn::ClientConfig>,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) outbox: Outbox,
+    pub(crate) inbox: Inbox,
+    handler: Arc<dyn Handler>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Endpoint {
+    /// Binds the socket. With `accept`, the endpoint accepts connections on
+    /// `config.listen` (127.0.0.1:0 when unset); without, it only dials, from `listen`
+    /// when set or else from an ephemeral port.
+    pub(crate) fn bind(
+        config: TransportConfig,
+        handler: Arc<dyn Handler>,
+        accept: bool,
+    ) -> Result<Arc<Self>, Error> {
+        let identity = match &config.identity {
+            Some(identity) => identity.clone(),
+            None => Identity::generate_self_signed(&tls::DEV_CERT_NAMES)?,
+        };
+        let transport = Arc::new(quic_transport(&config)?);
+        let client_config = tls::client_crypto(&identity, &config.trust)?.map(|crypto| {
+            let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+            client.transport_config(transport.clone());
+            client
+        });
+        let quic = if accept {
+            let crypto = tls::server_crypto(&identity, &config.trust, config.require_client_cert)?;
+            let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+            server.transport_config(transport);
+            let addr = config.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+            quinn::Endpoint::server(server, addr)
+                .map_err(|e| Error::invalid("listen", format!("cannot listen on {addr}: {e}")))?
+        } else {
+            let bound = match config.listen {
+                Some(addr) => quinn::Endpoint::client(addr),
+                // A dual-stack socket reaches IPv4 and IPv6 peers; fall back to IPv4 where
+                // the host has no IPv6.
+                None => quinn::Endpoint::client(SocketAddr::from(([0u16; 8], 0)))
+                    .or_else(|_| quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))),
+            };
+            bound.map_err(|e| Error::invalid("listen", format!("cannot bind a UDP socket: {e}")))?
+        };
+        Ok(Arc::new(Endpoint {
+            quic,
+            config,
+            identity,
+            client_config,
+            pool: Arc::default(),
+            outbox: Outbox::default(),
+            inbox: Inbox::default(),
+            handler,
+            shutdown: watch::channel(false).0,
+        }))
+    }
+
+    pub(crate) fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.quic
+            .local_addr()
+            .map_err(|e| Error::ConnectionLost(format!("socket has no address: {e}")))
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Completes once `close` has begun.
+    pub(crate) async fn closed(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|closed| *closed).await;
+    }
+
+    /// `Closed` instead of whatever failed because the transport is closing.
+    pub(crate) fn closed_or(&self, error: Error) -> Error {
+        if self.is_closed() {
+            Error::Closed
+        } else {
+            error
+        }
+    }
+
+    /// The connection to `addr`: an inbound one the peer opened, a pooled one, or a new
+    /// one (one handshake however many callers wait for it).
+    pub(crate) async fn connection(self: &Arc<Self>, addr: SocketAddr) -> Result<Arc<Conn>, Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let key = PoolKey { addr, server_name: self.config.server_name.clone() };
+        let this = self.clone();
+        let dial_key = key.clone();
+        self.pool.get(&key, move || this.dial(dial_key)).await
+    }
+
+    async fn dial(self: Arc<Self>, key: PoolKey) -> Result<Arc<Conn>, Error> {
+        let addr = key.addr;
+        let client_config = self.client_config.clone().ok_or_else(|| {
+            Error::Tls(format!(
+                "no way to verify {addr}: set tls.ca, tls.pinnedFingerprints or tls.insecureSkipVerify"
+            ))
+        })?;
+        let connect_error = |reason: String| Error::Connect { addr: addr.to_string(), reason };
+        let connecting = self
+            .quic
+            .connect_with(client_config, addr, &key.server_name)
+            .map_err(|e| connect_error(e.to_string()))?;
+        let timeout = self.config.connect_timeout;
+        let quic = tokio::select! {
+            outcome = tokio::time::timeout(timeout, connecting) => match outcome {
+                Ok(Ok(quic)) => quic,
+                Ok(Err(e)) => {
+                    return Err(match connection::connection_error(e) {
+                        e @ (Error::Tls(_) | Error::Closed) => e,
+                        other => connect_error(other.to_string()),
+                    })
+                }
+                Err(_) => {
+                    return Err(connect_error(format!(
+                        "no handshake within {} ms",
+                        timeout.as_millis()
+                    )))
+                }
+            },
+            _ = self.closed() => return Err(Error::Closed),
+        };
+        let conn = Conn::new(quic, true, self.config.max_concurrent_streams);
+        let endpoint = self.clone();
+        let driven = conn.clone();
+        tokio::spawn(async move {
+            connection::serve(endpoint.clone(), driven.clone()).await;
+            endpoint.pool.remove(&key, &driven);
+        });
+        Ok(conn)
+    }
+
+    /// Accepts connections until the endpoint closes. A failed handshake or a
+    /// misbehaving peer ends only its own connection.
+    pub(crate) async fn accept_loop(self: Arc<Self>) {
+        while let Some(incoming) = self.quic.accept().await {
+            let endpoint = self.clone();
+            tokio::spawn(async move {
+                let Ok(connecting) = incoming.accept() else { return };
+                let Ok(Ok(quic)) = tokio::time::timeout(endpoint.config.connect_timeout, connecting).await
+                else {
+                    return;
+                };
+                let conn = Conn::new(quic, false, endpoint.config.max_concurrent_streams);
+                endpoint.pool.add_inbound(conn.clone());
+                connection::serve(endpoint.clone(), conn.clone()).await;
+                endpoint.pool.remove_inbound(&conn);
+            });
+        }
+    }
+
+    /// Sends a request and waits for its reply.
+    pub(crate) async fn request(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        mut message: Message,
+        timeout: Option<Duration>,
+    ) -> Result<Message, Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        message.ensure_id();
+        let limit = self.config.max_message_bytes;
+        let (head, payload) = codec::encode(FrameKind::Request, &message, limit)?;
+        let deadline = timeout.unwrap_or(self.config.request_timeout);
+        let exchange = async {
+            let conn = self.connection(addr).await?;
+            conn.request(head, payload, limit).await
+        };
+        tokio::select! {
+            outcome = tokio::time::timeout(deadline, exchange) => match outcome {
+                Ok(reply) => reply.map_err(|e| self.closed_or(e)),
+                Err(_) => Err(Error::Timeout { what: "request", ms: deadline.as_millis() as u64 }),
+            },
+            _ = self.closed() => Err(Error::Closed),
+        }
+    }
+
+    /// Queues one-way messages for `addr`; the future resolves when QUIC took them all.
+    pub(crate) fn send(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        messages: Vec<Message>,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + Send + 'static {
+        let queued = if self.is_closed() {
+            Err(Error::Closed)
+        } else {
+            self.outbox.enqueue(self, addr, messages)
+        };
+        async move { outbox::settle(queued?).await }
+    }
+
+    pub(crate) async fn receive(
+        &self,
+        from: Option<SocketAddr>,
+        channel: Option<&str>,
+    ) -> Result<(Message, Peer), Error> {
+        self.inbox.receive(from, channel).await
+    }
+
+    pub(crate) async fn handle_request(&self, request: Message, peer: Peer) -> Result<Message, Error> {
+        self.handler.request(request, peer).await.map_err(Error::Remote)
+    }
+
+    /// Hands a one-way message to the handler, or queues it for `receive`.
+    pub(crate) async fn deliver(&self, message: Message, peer: Peer) -> Result<(), Error> {
+        if self.handler.wants_messages() {
+            self.handler.message(message, peer).await;
+            Ok(())
+        } else {
+            self.inbox.push(message, peer).await
+        }
+    }
+
+    pub(crate) fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    pub(crate) fn connection_stats(&self) -> Vec<ConnectionStats> {
+        self.pool.connections().iter().map(|c| c.stats()).collect()
+    }
+
+    /// Fails everything pending with `Closed`, closes every connection and frees the
+    /// socket. Waits at most [`CLOSE_GRACE`] for peers to acknowledge. Idempotent.
+    pub(crate) async fn close(&self) {
+        self.shutdown.send_replace(true);
+        self.quic.close(app_code::CLOSED.into(), b"transport closed");
+        self.inbox.close();
+        self.outbox.clear();
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.quic.wait_idle()).await;
+    }
+}
+
+fn quic_transport(config: &TransportConfig) -> Result<quinn::TransportConfig, Error> {
+    let mut transport = quinn::TransportConfig::default();
+    let streams = quinn::VarInt::from_u32(config.max_concurrent_streams);
+    transport.max_concurrent_bidi_streams(streams);
+    transport.max_concurrent_uni_streams(streams);
+    let idle = quinn::IdleTimeout::try_from(config.max_idle_timeout)
+        .map_err(|_| Error::invalid("maxIdleTimeoutMs", "too large for QUIC"))?;
+    transport.max_idle_timeout(Some(idle));
+    transport.keep_alive_interval(config.keep_alive);
+    Ok(transport)
+}

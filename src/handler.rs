@@ -1,0 +1,57 @@
+//! What a transport does with incoming requests and messages: [`Handler`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::message::Message;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Who sent a request or message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer's address as seen from here. A listener can reply to it, or push to it with
+    /// `send`, over the connection the peer opened.
+    pub address: SocketAddr,
+    /// `sha256/…` of the certificate the peer presented, if any (mutual TLS).
+    pub fingerprint: Option<Arc<str>>,
+}
+
+/// Receives what peers send. Implementations must be cheap to call: each call runs on the
+/// connection's task, and a slow [`Handler::message`] slows that channel (backpressure).
+pub trait Handler: Send + Sync + 'static {
+    /// Answers a request. `Ok` is the reply (its id is set to the request's); `Err` is
+    /// sent back as a remote error with this text.
+    fn request(&self, request: Message, peer: Peer) -> BoxFuture<Result<Message, String>>;
+
+    /// Takes a one-way message. Messages of one channel are delivered in order, one at a
+    /// time: the next is read once the returned future completes.
+    fn message(&self, message: Message, peer: Peer) -> BoxFuture<()>;
+
+    /// Whether [`Handler::message`] takes one-way messages now. When it returns false,
+    /// messages are queued for [`crate::QuicClient::receive`] instead.
+    fn wants_messages(&self) -> bool {
+        true
+    }
+}
+
+/// A handler that answers no requests and leaves every message to `receive`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHandler;
+
+impl Handler for NoHandler {
+    fn request(&self, _request: Message, _peer: Peer) -> BoxFuture<Result<Message, String>> {
+        Box::pin(async { Err("this peer does not handle requests".to_owned()) })
+    }
+
+    fn message(&self, _message: Message, _peer: Peer) -> BoxFuture<()> {
+        Box::pin(async {})
+    }
+
+    fn wants_messages(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,177 @@
+//! The client's connection pool: one connection per (address, server name), shared by
+//! every caller, with concurrent first uses sharing one handshake.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::connection::Conn;
+use crate::error::Error;
+use crate::stats::PoolStats;
+
+/// What the pool is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    pub(crate) addr: SocketAddr,
+    pub(crate) server_name: String,
+}
+
+type Outcome = Option<Result<Arc<Conn>, Error>>;
+
+enum Slot {
+    /// A handshake in progress; every waiter watches the same one.
+    Connecting(watch::Receiver<Outcome>),
+    Ready(Arc<Conn>),
+}
+
+/// Pooled outbound connections, and the inbound ones peers opened to us (so that a
+/// listener can push to a peer over the connection the peer dialled).
+#[derive(Default)]
+pub(crate) struct Pool {
+    slots: Mutex<HashMap<PoolKey, Slot>>,
+    inbound: Mutex<HashMap<SocketAddr, Arc<Conn>>>,
+    created: AtomicU64,
+    closed: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl Pool {
+    /// The pooled connection for `key`, dialling with `dial` when there is none.
+    ///
+    /// Concurrent callers share one dial; the dial runs on its own task, so a caller that
+    /// gives up does not cancel it for the others. A failed dial is not cached.
+    pub(crate) async fn get<D, F>(self: &Arc<Self>, key: &PoolKey, dial: D) -> Result<Arc<Conn>, Error>
+    where
+        D: FnOnce() -> F,
+        F: Future<Output = Result<Arc<Conn>, Error>> + Send + 'static,
+    {
+        if let Some(conn) = self.inbound_for(key.addr) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(conn);
+        }
+        let mut waiting = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            match slots.get(key) {
+                Some(Slot::Ready(conn)) if conn.is_open() => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(conn.clone());
+                }
+                Some(Slot::Connecting(rx)) => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    rx.clone()
+                }
+                _ => {
+                    self.misses.fetch_add(1, Ordering::Relaxed);
+                    let (tx, rx) = watch::channel(None);
+                    slots.insert(key.clone(), Slot::Connecting(rx.clone()));
+                    let pool = self.clone();
+                    let key = key.clone();
+                    let dialing = dial();
+                    tokio::spawn(async move {
+                        let outcome = dialing.await;
+                        pool.finish_dial(&key, &outcome);
+                        let _ = tx.send(Some(outcome));
+                    });
+                    rx
+                }
+            }
+        };
+        let outcome = waiting
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Error::Closed)?
+            .clone();
+        outcome.unwrap_or(Err(Error::Closed))
+    }
+
+    fn finish_dial(&self, key: &PoolKey, outcome: &Result<Arc<Conn>, Error>) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(conn) => {
+                self.created.fetch_add(1, Ordering::Relaxed);
+                slots.insert(key.clone(), Slot::Ready(conn.clone()));
+            }
+            Err(_) => {
+                slots.remove(key);
+            }
+        }
+    }
+
+    /// Drops a closed outbound connection from the pool.
+    pub(crate) fn remove(&self, key: &PoolKey, conn: &Arc<Conn>) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Slot::Ready(current)) = slots.get(key) {
+            if Arc::ptr_eq(current, conn) {
+                slots.remove(key);
+            }
+        }
+        self.closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_inbound(&self, conn: Arc<Conn>) {
+        let mut inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        inbound.insert(conn.peer.address, conn);
+    }
+
+    pub(crate) fn remove_inbound(&self, conn: &Arc<Conn>) {
+        let mut inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(current) = inbound.get(&conn.peer.address) {
+            if Arc::ptr_eq(current, conn) {
+                inbound.remove(&conn.peer.address);
+            }
+        }
+    }
+
+    fn inbound_for(&self, addr: SocketAddr) -> Option<Arc<Conn>> {
+        let inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        inbound.get(&addr).filter(|c| c.is_open()).cloned()
+    }
+
+    /// Every open connection, outbound and inbound.
+    pub(crate) fn connections(&self) -> Vec<Arc<Conn>> {
+        let mut all: Vec<Arc<Conn>> = {
+            let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots
+                .values()
+                .filter_map(|slot| match slot {
+                    Slot::Ready(conn) if conn.is_open() => Some(conn.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        all.extend(inbound.values().filter(|c| c.is_open()).cloned());
+        all
+    }
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        let (mut active, mut idle) = (0, 0);
+        {
+            let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            for slot in slots.values() {
+                if let Slot::Ready(conn) = slot {
+                    if conn.is_open() {
+                        if conn.is_busy() {
+                            active += 1;
+                        } else {
+                            idle += 1;
+                        }
+                    }
+                }
+            }
+        }
+        PoolStats {
+            active,
+            idle,
+            created: self.created.load(Ordering::Relaxed),
+            closed: self.closed.load(Ordering::Relaxed),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+}
