@@ -27,7 +27,9 @@ pub struct QuicClient {
 
 impl std::fmt::Debug for QuicClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QuicClient").field("local_addr", &self.endpoint.local_addr().ok()).finish()
+        f.debug_struct("QuicClient")
+            .field("local_addr", &self.endpoint.local_addr())
+            .finish()
     }
 }
 
@@ -58,7 +60,11 @@ impl QuicClient {
     /// # Errors
     /// [`Error::Connect`], [`Error::Tls`] or [`Error::Closed`].
     pub async fn connect(&self, addr: SocketAddr) -> Result<(), Error> {
-        self.endpoint.connection(addr).await.map(|_| ()).map_err(|e| self.endpoint.closed_or(e))
+        self.endpoint
+            .connection(addr)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.endpoint.closed_or(e))
     }
 
     /// Sends `request` to `addr` and returns the reply, within the configured
@@ -130,10 +136,7 @@ impl QuicClient {
     }
 
     /// The local socket address.
-    ///
-    /// # Errors
-    /// [`Error::ConnectionLost`] if the OS no longer reports one.
-    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+    pub fn local_addr(&self) -> SocketAddr {
         self.endpoint.local_addr()
     }
 

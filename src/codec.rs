@@ -71,13 +71,19 @@ pub fn encode(kind: FrameKind, message: &Message, limit: u64) -> Result<(Bytes, 
     if size > limit {
         return Err(Error::MessageTooLarge { size, limit });
     }
-    let payload_len = u32::try_from(message.payload.len())
-        .map_err(|_| Error::MessageTooLarge { size, limit: u32::MAX as u64 })?;
+    let payload_len = u32::try_from(message.payload.len()).map_err(|_| Error::MessageTooLarge {
+        size,
+        limit: u32::MAX as u64,
+    })?;
     let fields = fields_len(message);
     let mut head = BytesMut::with_capacity(HEADER_LEN + fields);
     head.put_u8(PROTOCOL_VERSION);
     head.put_u8(kind as u8);
-    head.put_u8(if message.encoding == Encoding::Json { FLAG_JSON } else { 0 });
+    head.put_u8(if message.encoding == Encoding::Json {
+        FLAG_JSON
+    } else {
+        0
+    });
     head.put_u8(0);
     head.put_u32(fields as u32);
     head.put_u32(payload_len);
@@ -142,7 +148,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader.read_exact(&mut payload).await.map_err(truncated)?;
     let mut message = parse_fields(&fields)?;
     message.payload = Bytes::from(payload);
-    message.encoding = if json { Encoding::Json } else { Encoding::Binary };
+    message.encoding = if json {
+        Encoding::Json
+    } else {
+        Encoding::Binary
+    };
     Ok(Some((kind, message)))
 }
 
@@ -169,7 +179,11 @@ pub fn decode(frame: &[u8], limit: u64) -> Result<(FrameKind, Message), Error> {
     let (fields, payload) = rest.split_at(fields_len as usize);
     let mut message = parse_fields(fields)?;
     message.payload = Bytes::copy_from_slice(payload);
-    message.encoding = if json { Encoding::Json } else { Encoding::Binary };
+    message.encoding = if json {
+        Encoding::Json
+    } else {
+        Encoding::Binary
+    };
     Ok((kind, message))
 }
 
@@ -196,7 +210,10 @@ fn parse_fields(mut fields: &[u8]) -> Result<Message, Error> {
     let channel = take_text(&mut fields, 2, "streamId")?;
     let metadata = take(&mut fields, 4, "metadata")?;
     if !fields.is_empty() {
-        return Err(Error::Protocol(format!("{} stray bytes after the fields", fields.len())));
+        return Err(Error::Protocol(format!(
+            "{} stray bytes after the fields",
+            fields.len()
+        )));
     }
     Ok(Message {
         id,
@@ -209,12 +226,16 @@ fn parse_fields(mut fields: &[u8]) -> Result<Message, Error> {
 
 fn take<'a>(input: &mut &'a [u8], len_bytes: usize, name: &str) -> Result<&'a [u8], Error> {
     if input.len() < len_bytes {
-        return Err(Error::Protocol(format!("fields end before the length of {name}")));
+        return Err(Error::Protocol(format!(
+            "fields end before the length of {name}"
+        )));
     }
     let (len, rest) = input.split_at(len_bytes);
     let len = len.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
     if rest.len() < len {
-        return Err(Error::Protocol(format!("{name} runs past the end of the fields")));
+        return Err(Error::Protocol(format!(
+            "{name} runs past the end of the fields"
+        )));
     }
     let (value, rest) = rest.split_at(len);
     *input = rest;
@@ -282,7 +303,10 @@ mod tests {
         let err = encode(FrameKind::Message, &big, 50).unwrap_err();
         assert_eq!(err.code(), crate::ErrorCode::MessageTooLarge);
         let frame = encode_to_vec(FrameKind::Message, &big, 1000).unwrap();
-        assert_eq!(decode(&frame, 50).unwrap_err().code(), crate::ErrorCode::MessageTooLarge);
+        assert_eq!(
+            decode(&frame, 50).unwrap_err().code(),
+            crate::ErrorCode::MessageTooLarge
+        );
     }
 
     #[test]
@@ -302,14 +326,19 @@ mod tests {
         }
         let mut wrong_version = good.clone();
         wrong_version[0] = 9;
-        assert_eq!(decode(&wrong_version, 1 << 20).unwrap_err().code(), crate::ErrorCode::Protocol);
+        assert_eq!(
+            decode(&wrong_version, 1 << 20).unwrap_err().code(),
+            crate::ErrorCode::Protocol
+        );
     }
 
     #[test]
     fn refuses_text_fields_over_u16() {
         let long = Message::binary("x".repeat(70_000), Vec::new());
         assert_eq!(
-            encode(FrameKind::Request, &long, u64::MAX).unwrap_err().code(),
+            encode(FrameKind::Request, &long, u64::MAX)
+                .unwrap_err()
+                .code(),
             crate::ErrorCode::InvalidArg
         );
     }

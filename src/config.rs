@@ -274,17 +274,44 @@ mod tests {
     #[test]
     fn bad_options_name_themselves() {
         let cases: Vec<(TransportOptions, &str)> = vec![
-            (TransportOptions { connect_timeout_ms: Some(-1.0), ..Default::default() }, "connectTimeoutMs"),
-            (TransportOptions { max_concurrent_streams: Some(0.5), ..Default::default() }, "maxConcurrentStreams"),
-            (TransportOptions { max_message_bytes: Some(f64::NAN), ..Default::default() }, "maxMessageBytes"),
             (
                 TransportOptions {
-                    listen: Some(ListenOptions { port: Some(70000.0), host: None }),
+                    connect_timeout_ms: Some(-1.0),
+                    ..Default::default()
+                },
+                "connectTimeoutMs",
+            ),
+            (
+                TransportOptions {
+                    max_concurrent_streams: Some(0.5),
+                    ..Default::default()
+                },
+                "maxConcurrentStreams",
+            ),
+            (
+                TransportOptions {
+                    max_message_bytes: Some(f64::NAN),
+                    ..Default::default()
+                },
+                "maxMessageBytes",
+            ),
+            (
+                TransportOptions {
+                    listen: Some(ListenOptions {
+                        port: Some(70000.0),
+                        host: None,
+                    }),
                     ..Default::default()
                 },
                 "listen.port",
             ),
-            (TransportOptions { server_name: Some(String::new()), ..Default::default() }, "serverName"),
+            (
+                TransportOptions {
+                    server_name: Some(String::new()),
+                    ..Default::default()
+                },
+                "serverName",
+            ),
         ];
         for (options, name) in cases {
             match TransportConfig::try_from(options) {
@@ -296,9 +323,15 @@ mod tests {
 
     #[test]
     fn peer_addresses_parse() {
-        assert_eq!(parse_peer_address("addr", "127.0.0.1:80").unwrap().port(), 80);
+        assert_eq!(
+            parse_peer_address("addr", "127.0.0.1:80").unwrap().port(),
+            80
+        );
         assert!(parse_peer_address("addr", "[::1]:81").unwrap().is_ipv6());
-        assert_eq!(parse_peer_address("addr", "localhost:82").unwrap().port(), 82);
+        assert_eq!(
+            parse_peer_address("addr", "localhost:82").unwrap().port(),
+            82
+        );
         for bad in ["nope", "host:", ":80", "127.0.0.1:99999"] {
             assert!(parse_peer_address("addr", bad).is_err(), "{bad}");
         }

@@ -52,10 +52,16 @@ impl Conn {
     pub(crate) fn new(quic: quinn::Connection, outbound: bool, max_streams: u32) -> Arc<Self> {
         let fingerprint = quic
             .peer_identity()
-            .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+            .and_then(|id| {
+                id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
             .and_then(|chain| chain.first().map(|leaf| Arc::from(fingerprint(leaf))));
         Arc::new(Conn {
-            peer: Peer { address: crate::config::canonical(quic.remote_address()), fingerprint },
+            peer: Peer {
+                address: crate::config::canonical(quic.remote_address()),
+                fingerprint,
+            },
             quic,
             outbound,
             streams: Semaphore::new(max_streams as usize),
@@ -87,6 +93,26 @@ impl Conn {
         payload: bytes::Bytes,
         limit: u64,
     ) -> Result<Message, Error> {
+        self.exchange(head, payload, limit)
+            .await
+            .map_err(|e| self.explain(e))
+    }
+
+    /// A lost stream says little; the connection's close reason says why (a client
+    /// certificate the server rejected after the handshake, an idle timeout, …).
+    pub(crate) fn explain(&self, error: Error) -> Error {
+        match (error, self.quic.close_reason()) {
+            (Error::ConnectionLost(_), Some(reason)) => connection_error(reason),
+            (error, _) => error,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        head: bytes::Bytes,
+        payload: bytes::Bytes,
+        limit: u64,
+    ) -> Result<Message, Error> {
         let _in_flight = self.in_flight();
         let _permit = self.streams.acquire().await.map_err(|_| Error::Closed)?;
         let (mut send, mut recv) = self.quic.open_bi().await.map_err(connection_error)?;
@@ -110,8 +136,12 @@ impl Conn {
                 &message.kind,
                 String::from_utf8_lossy(&message.payload).into_owned(),
             )),
-            Some((kind, _)) => Err(Error::Protocol(format!("expected a reply, got a {kind:?} frame"))),
-            None => Err(Error::Protocol("the peer closed the stream without a reply".into())),
+            Some((kind, _)) => Err(Error::Protocol(format!(
+                "expected a reply, got a {kind:?} frame"
+            ))),
+            None => Err(Error::Protocol(
+                "the peer closed the stream without a reply".into(),
+            )),
         }
     }
 
@@ -165,13 +195,17 @@ pub(crate) async fn serve(endpoint: Arc<Endpoint>, conn: Arc<Conn>) {
         let conn = conn.clone();
         async move {
             while let Ok((send, recv)) = conn.quic.accept_bi().await {
-                tokio::spawn(serve_request(endpoint.clone(), conn.clone(), send, recv));
+                endpoint
+                    .tasks
+                    .spawn(serve_request(endpoint.clone(), conn.clone(), send, recv));
             }
         }
     };
     let channels = async {
         while let Ok(recv) = conn.quic.accept_uni().await {
-            tokio::spawn(serve_channel(endpoint.clone(), conn.clone(), recv));
+            endpoint
+                .tasks
+                .spawn(serve_channel(endpoint.clone(), conn.clone(), recv));
         }
     };
     tokio::join!(requests, channels);
@@ -212,7 +246,9 @@ async fn serve_request(
         }
         Ok(Some((kind, message))) => Err((
             message.id,
-            Error::Protocol(format!("expected a request on a bidirectional stream, got {kind:?}")),
+            Error::Protocol(format!(
+                "expected a request on a bidirectional stream, got {kind:?}"
+            )),
         )),
         Ok(None) => return,
         Err(e @ Error::MessageTooLarge { .. }) => {
@@ -267,7 +303,9 @@ pub(crate) fn connection_error(error: ConnectionError) -> Error {
         ConnectionError::ConnectionClosed(ref c) if is_crypto(c.error_code) => {
             Error::Tls(format!("the peer rejected the handshake: {c}"))
         }
-        ConnectionError::TimedOut => Error::ConnectionLost("idle timeout: no answer from the peer".into()),
+        ConnectionError::TimedOut => {
+            Error::ConnectionLost("idle timeout: no answer from the peer".into())
+        }
         ConnectionError::ApplicationClosed(c) => Error::ConnectionLost(format!(
             "closed by the peer ({})",
             String::from_utf8_lossy(&c.reason)
@@ -283,7 +321,9 @@ fn is_crypto(code: quinn::TransportErrorCode) -> bool {
 fn write_error(error: WriteError) -> Error {
     match error {
         WriteError::ConnectionLost(e) => connection_error(e),
-        WriteError::Stopped(code) => Error::ConnectionLost(format!("the peer stopped the stream ({code})")),
+        WriteError::Stopped(code) => {
+            Error::ConnectionLost(format!("the peer stopped the stream ({code})"))
+        }
         other => Error::ConnectionLost(other.to_string()),
     }
 }

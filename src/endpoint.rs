@@ -3,10 +3,11 @@
 //! are handles to one [`Endpoint`].
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 use crate::codec::{self, FrameKind};
 use crate::config::TransportConfig;
@@ -25,7 +26,10 @@ use crate::tls::{self, Identity};
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 pub(crate) struct Endpoint {
-    pub(crate) quic: quinn::Endpoint,
+    /// Taken at `close`, so that dropping it frees the UDP socket even while handles to
+    /// this struct remain.
+    quic: Mutex<Option<quinn::Endpoint>>,
+    local_addr: SocketAddr,
     pub(crate) config: TransportConfig,
     pub(crate) identity: Identity,
     client_config: Option<quinn::ClientConfig>,
@@ -34,6 +38,8 @@ pub(crate) struct Endpoint {
     pub(crate) inbox: Inbox,
     handler: Arc<dyn Handler>,
     shutdown: watch::Sender<bool>,
+    /// Every task that holds connections or streams; `close` waits for them to end.
+    pub(crate) tasks: TaskTracker,
 }
 
 impl Endpoint {
@@ -59,7 +65,9 @@ impl Endpoint {
             let crypto = tls::server_crypto(&identity, &config.trust, config.require_client_cert)?;
             let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
             server.transport_config(transport);
-            let addr = config.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+            let addr = config
+                .listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
             quinn::Endpoint::server(server, addr)
                 .map_err(|e| Error::invalid("listen", format!("cannot listen on {addr}: {e}")))?
         } else {
@@ -72,8 +80,12 @@ impl Endpoint {
             };
             bound.map_err(|e| Error::invalid("listen", format!("cannot bind a UDP socket: {e}")))?
         };
+        let local_addr = quic
+            .local_addr()
+            .map_err(|e| Error::invalid("listen", format!("the socket has no address: {e}")))?;
         Ok(Arc::new(Endpoint {
-            quic,
+            quic: Mutex::new(Some(quic)),
+            local_addr,
             config,
             identity,
             client_config,
@@ -82,13 +94,21 @@ impl Endpoint {
             inbox: Inbox::default(),
             handler,
             shutdown: watch::channel(false).0,
+            tasks: TaskTracker::new(),
         }))
     }
 
-    pub(crate) fn local_addr(&self) -> Result<SocketAddr, Error> {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The quinn endpoint, until `close` takes it.
+    fn socket(&self) -> Result<quinn::Endpoint, Error> {
         self.quic
-            .local_addr()
-            .map_err(|e| Error::ConnectionLost(format!("socket has no address: {e}")))
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(Error::Closed)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -116,10 +136,15 @@ impl Endpoint {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        let key = PoolKey { addr, server_name: self.config.server_name.clone() };
+        let key = PoolKey {
+            addr,
+            server_name: self.config.server_name.clone(),
+        };
         let this = self.clone();
         let dial_key = key.clone();
-        self.pool.get(&key, move || this.dial(dial_key)).await
+        self.pool
+            .get(&key, &self.tasks, move || this.dial(dial_key))
+            .await
     }
 
     async fn dial(self: Arc<Self>, key: PoolKey) -> Result<Arc<Conn>, Error> {
@@ -129,9 +154,12 @@ impl Endpoint {
                 "no way to verify {addr}: set tls.ca, tls.pinnedFingerprints or tls.insecureSkipVerify"
             ))
         })?;
-        let connect_error = |reason: String| Error::Connect { addr: addr.to_string(), reason };
+        let connect_error = |reason: String| Error::Connect {
+            addr: addr.to_string(),
+            reason,
+        };
         let connecting = self
-            .quic
+            .socket()?
             .connect_with(client_config, addr, &key.server_name)
             .map_err(|e| connect_error(e.to_string()))?;
         let timeout = self.config.connect_timeout;
@@ -156,7 +184,7 @@ impl Endpoint {
         let conn = Conn::new(quic, true, self.config.max_concurrent_streams);
         let endpoint = self.clone();
         let driven = conn.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             connection::serve(endpoint.clone(), driven.clone()).await;
             endpoint.pool.remove(&key, &driven);
         });
@@ -166,11 +194,15 @@ impl Endpoint {
     /// Accepts connections until the endpoint closes. A failed handshake or a
     /// misbehaving peer ends only its own connection.
     pub(crate) async fn accept_loop(self: Arc<Self>) {
-        while let Some(incoming) = self.quic.accept().await {
+        let Ok(socket) = self.socket() else { return };
+        while let Some(incoming) = socket.accept().await {
             let endpoint = self.clone();
-            tokio::spawn(async move {
-                let Ok(connecting) = incoming.accept() else { return };
-                let Ok(Ok(quic)) = tokio::time::timeout(endpoint.config.connect_timeout, connecting).await
+            self.tasks.spawn(async move {
+                let Ok(connecting) = incoming.accept() else {
+                    return;
+                };
+                let Ok(Ok(quic)) =
+                    tokio::time::timeout(endpoint.config.connect_timeout, connecting).await
                 else {
                     return;
                 };
@@ -231,8 +263,15 @@ impl Endpoint {
         self.inbox.receive(from, channel).await
     }
 
-    pub(crate) async fn handle_request(&self, request: Message, peer: Peer) -> Result<Message, Error> {
-        self.handler.request(request, peer).await.map_err(Error::Remote)
+    pub(crate) async fn handle_request(
+        &self,
+        request: Message,
+        peer: Peer,
+    ) -> Result<Message, Error> {
+        self.handler
+            .request(request, peer)
+            .await
+            .map_err(Error::Remote)
     }
 
     /// Hands a one-way message to the handler, or queues it for `receive`.
@@ -257,10 +296,26 @@ impl Endpoint {
     /// socket. Waits at most [`CLOSE_GRACE`] for peers to acknowledge. Idempotent.
     pub(crate) async fn close(&self) {
         self.shutdown.send_replace(true);
-        self.quic.close(app_code::CLOSED.into(), b"transport closed");
+        let socket = self.quic.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.inbox.close();
         self.outbox.clear();
-        let _ = tokio::time::timeout(CLOSE_GRACE, self.quic.wait_idle()).await;
+        if let Some(socket) = socket {
+            socket.close(app_code::CLOSED.into(), b"transport closed");
+            self.tasks.close();
+            let drained = async {
+                socket.wait_idle().await;
+                self.pool.clear();
+                drop(socket);
+                self.tasks.wait().await;
+            };
+            let _ = tokio::time::timeout(CLOSE_GRACE, drained).await;
+            self.pool.clear();
+            // quinn's own driver tasks notice the last handle is gone and drop the socket
+            // the next time they run; give them that turn before returning.
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+        }
     }
 }
 

@@ -100,7 +100,11 @@ impl Inbox {
     /// Number of queued messages.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).queue.len()
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .queue
+            .len()
     }
 
     /// Fails every waiting and future `receive` with [`Error::Closed`] and drops the queue.
@@ -120,16 +124,31 @@ mod tests {
     use std::sync::Arc;
 
     fn peer(port: u16) -> Peer {
-        Peer { address: SocketAddr::from(([127, 0, 0, 1], port)), fingerprint: None }
+        Peer {
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            fingerprint: None,
+        }
     }
 
     #[tokio::test]
     async fn filters_by_peer_and_channel_in_order() {
         let inbox = Inbox::default();
-        inbox.push(Message::binary("a", vec![1]).with_channel("x"), peer(1)).await.unwrap();
-        inbox.push(Message::binary("b", vec![2]).with_channel("y"), peer(2)).await.unwrap();
-        inbox.push(Message::binary("c", vec![3]).with_channel("x"), peer(2)).await.unwrap();
-        let (m, _) = inbox.receive(Some(peer(2).address), Some("x")).await.unwrap();
+        inbox
+            .push(Message::binary("a", vec![1]).with_channel("x"), peer(1))
+            .await
+            .unwrap();
+        inbox
+            .push(Message::binary("b", vec![2]).with_channel("y"), peer(2))
+            .await
+            .unwrap();
+        inbox
+            .push(Message::binary("c", vec![3]).with_channel("x"), peer(2))
+            .await
+            .unwrap();
+        let (m, _) = inbox
+            .receive(Some(peer(2).address), Some("x"))
+            .await
+            .unwrap();
         assert_eq!(m.kind, "c");
         let (m, _) = inbox.receive(None, None).await.unwrap();
         assert_eq!(m.kind, "a");
@@ -142,7 +161,10 @@ mod tests {
     async fn a_full_channel_waits_and_close_wakes_everyone() {
         let inbox = Arc::new(Inbox::default());
         for _ in 0..INBOX_CAPACITY_PER_CHANNEL {
-            inbox.push(Message::binary("m", vec![]), peer(1)).await.unwrap();
+            inbox
+                .push(Message::binary("m", vec![]), peer(1))
+                .await
+                .unwrap();
         }
         let pusher = {
             let inbox = inbox.clone();

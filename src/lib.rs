@@ -56,11 +56,14 @@ mod tls;
 mod node;
 
 pub use client::QuicClient;
-pub use codec::{decode, encode, encode_to_vec, read_frame, FrameKind, HEADER_LEN, PROTOCOL_VERSION};
+pub use codec::{
+    decode, encode, encode_to_vec, read_frame, FrameKind, HEADER_LEN, PROTOCOL_VERSION,
+};
 pub use config::{
     parse_peer_address, ListenOptions, TlsOptions, TransportConfig, TransportOptions,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_IDLE_TIMEOUT,
-    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SERVER_NAME, MAX_MESSAGE_BYTES_LIMIT,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SERVER_NAME,
+    MAX_MESSAGE_BYTES_LIMIT,
 };
 pub use connection::app_code;
 pub use endpoint::CLOSE_GRACE;

@@ -64,12 +64,18 @@ impl Outbox {
             let key = (addr, channel);
             let writer = writers.entry(key.clone()).or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(run_writer(endpoint.clone(), key.clone(), rx));
+                endpoint
+                    .tasks
+                    .spawn(run_writer(endpoint.clone(), key.clone(), rx));
                 tx
             });
             // A writer only exits after removing itself under this lock, or at shutdown,
             // when the failed send drops `done` and the caller sees `Closed`.
-            let _ = writer.send(Outgoing { head, payload, done });
+            let _ = writer.send(Outgoing {
+                head,
+                payload,
+                done,
+            });
             waits.push(wait);
         }
         Ok(waits)
@@ -88,7 +94,10 @@ impl Outbox {
 
     /// Drops every writer's queue handle (at close).
     pub(crate) fn clear(&self) {
-        self.writers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 
@@ -176,6 +185,6 @@ async fn write_batch(
         .await
         .map_err(|e| match e {
             quinn::WriteError::ConnectionLost(e) => crate::connection::connection_error(e),
-            other => Error::ConnectionLost(other.to_string()),
+            other => conn.explain(Error::ConnectionLost(other.to_string())),
         })
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 use crate::connection::Conn;
 use crate::error::Error;
@@ -45,7 +46,12 @@ impl Pool {
     ///
     /// Concurrent callers share one dial; the dial runs on its own task, so a caller that
     /// gives up does not cancel it for the others. A failed dial is not cached.
-    pub(crate) async fn get<D, F>(self: &Arc<Self>, key: &PoolKey, dial: D) -> Result<Arc<Conn>, Error>
+    pub(crate) async fn get<D, F>(
+        self: &Arc<Self>,
+        key: &PoolKey,
+        tasks: &TaskTracker,
+        dial: D,
+    ) -> Result<Arc<Conn>, Error>
     where
         D: FnOnce() -> F,
         F: Future<Output = Result<Arc<Conn>, Error>> + Send + 'static,
@@ -72,7 +78,7 @@ impl Pool {
                     let pool = self.clone();
                     let key = key.clone();
                     let dialing = dial();
-                    tokio::spawn(async move {
+                    tasks.spawn(async move {
                         let outcome = dialing.await;
                         pool.finish_dial(&key, &outcome);
                         let _ = tx.send(Some(outcome));
@@ -130,6 +136,15 @@ impl Pool {
     fn inbound_for(&self, addr: SocketAddr) -> Option<Arc<Conn>> {
         let inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
         inbound.get(&addr).filter(|c| c.is_open()).cloned()
+    }
+
+    /// Forgets every connection (at close, once they are closed).
+    pub(crate) fn clear(&self) {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.inbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Every open connection, outbound and inbound.

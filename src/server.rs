@@ -19,7 +19,9 @@ pub struct QuicServer {
 
 impl std::fmt::Debug for QuicServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QuicServer").field("local_addr", &self.local_addr).finish()
+        f.debug_struct("QuicServer")
+            .field("local_addr", &self.local_addr)
+            .finish()
     }
 }
 
@@ -31,9 +33,12 @@ impl QuicServer {
     /// [`Error::InvalidArg`] when the address cannot be bound or the TLS setup fails.
     pub fn bind(config: TransportConfig, handler: impl Handler) -> Result<Self, Error> {
         let endpoint = Endpoint::bind(config, Arc::new(handler), true)?;
-        let local_addr = endpoint.local_addr()?;
-        tokio::spawn(endpoint.clone().accept_loop());
-        Ok(QuicServer { endpoint, local_addr })
+        let local_addr = endpoint.local_addr();
+        endpoint.tasks.spawn(endpoint.clone().accept_loop());
+        Ok(QuicServer {
+            endpoint,
+            local_addr,
+        })
     }
 
     /// The address it listens on (with the port the OS chose when 0 was asked).
@@ -55,7 +60,9 @@ impl QuicServer {
     /// that dialled this server over their own connections (`send` to a peer's address
     /// pushes to it).
     pub fn client(&self) -> QuicClient {
-        QuicClient { endpoint: self.endpoint.clone() }
+        QuicClient {
+            endpoint: self.endpoint.clone(),
+        }
     }
 
     /// Closes every connection and the socket; see [`QuicClient::close`].

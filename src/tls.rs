@@ -84,19 +84,35 @@ impl Identity {
         let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing_key);
         match certified.keys_match() {
             Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-            Err(e) => return Err(Error::invalid("tls.key", format!("does not match tls.cert: {e}"))),
+            Err(e) => {
+                return Err(Error::invalid(
+                    "tls.key",
+                    format!("does not match tls.cert: {e}"),
+                ))
+            }
         }
         Ok(Identity { chain, key })
     }
 
     pub(crate) fn from_options(options: &TlsOptions) -> Result<Option<Self>, Error> {
-        let cert = read_pem_option("tls.cert", &options.cert, "tls.certPath", &options.cert_path)?;
+        let cert = read_pem_option(
+            "tls.cert",
+            &options.cert,
+            "tls.certPath",
+            &options.cert_path,
+        )?;
         let key = read_pem_option("tls.key", &options.key, "tls.keyPath", &options.key_path)?;
         match (cert, key) {
             (Some(cert), Some(key)) => Ok(Some(Identity::from_pem(&cert, &key)?)),
             (None, None) => Ok(None),
-            (Some(_), None) => Err(Error::invalid("tls.key", "tls.cert was given without a key")),
-            (None, Some(_)) => Err(Error::invalid("tls.cert", "tls.key was given without a certificate")),
+            (Some(_), None) => Err(Error::invalid(
+                "tls.key",
+                "tls.cert was given without a key",
+            )),
+            (None, Some(_)) => Err(Error::invalid(
+                "tls.cert",
+                "tls.key was given without a certificate",
+            )),
         }
     }
 
@@ -129,7 +145,10 @@ impl Identity {
 /// `sha256/<base64 of the SHA-256 of the DER certificate>`.
 pub fn fingerprint(cert: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, cert);
-    format!("sha256/{}", base64::engine::general_purpose::STANDARD.encode(digest.as_ref()))
+    format!(
+        "sha256/{}",
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    )
 }
 
 fn pem_block(label: &str, der: &[u8]) -> String {
@@ -293,9 +312,9 @@ impl PeerVerifier {
         } else {
             let mut store = RootCertStore::empty();
             for root in &trust.roots {
-                store
-                    .add(root.clone())
-                    .map_err(|e| Error::invalid("tls.ca", format!("unusable root certificate: {e}")))?;
+                store.add(root.clone()).map_err(|e| {
+                    Error::invalid("tls.ca", format!("unusable root certificate: {e}"))
+                })?;
             }
             let store = Arc::new(store);
             let server = rustls::client::WebPkiServerVerifier::builder_with_provider(
@@ -345,7 +364,13 @@ impl ServerCertVerifier for PeerVerifier {
             return Ok(ServerCertVerified::assertion());
         }
         if let Some(webpki) = &self.server {
-            webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+            webpki.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            )?;
         }
         self.check_pin(end_entity)?;
         Ok(ServerCertVerified::assertion())
@@ -425,10 +450,17 @@ mod tests {
     #[test]
     fn generated_identity_round_trips_through_pem() {
         let identity = Identity::generate_self_signed(&DEV_CERT_NAMES).unwrap();
-        let again = Identity::from_pem(identity.cert_pem().as_bytes(), identity.key_pem().as_bytes()).unwrap();
+        let again = Identity::from_pem(
+            identity.cert_pem().as_bytes(),
+            identity.key_pem().as_bytes(),
+        )
+        .unwrap();
         assert_eq!(identity.fingerprint(), again.fingerprint());
         assert!(identity.fingerprint().starts_with("sha256/"));
-        assert_eq!(parse_fingerprint(&identity.fingerprint()).unwrap().len(), 32);
+        assert_eq!(
+            parse_fingerprint(&identity.fingerprint()).unwrap().len(),
+            32
+        );
     }
 
     #[test]
@@ -439,10 +471,25 @@ mod tests {
             Err(Error::InvalidArg { name, .. }) => name,
             other => panic!("expected InvalidArg, got {other:?}"),
         };
-        assert_eq!(name(Identity::from_pem(b"garbage", identity.key_pem().as_bytes())), "tls.cert");
-        assert_eq!(name(Identity::from_pem(identity.cert_pem().as_bytes(), b"garbage")), "tls.key");
         assert_eq!(
-            name(Identity::from_pem(identity.cert_pem().as_bytes(), other.key_pem().as_bytes())),
+            name(Identity::from_pem(
+                b"garbage",
+                identity.key_pem().as_bytes()
+            )),
+            "tls.cert"
+        );
+        assert_eq!(
+            name(Identity::from_pem(
+                identity.cert_pem().as_bytes(),
+                b"garbage"
+            )),
+            "tls.key"
+        );
+        assert_eq!(
+            name(Identity::from_pem(
+                identity.cert_pem().as_bytes(),
+                other.key_pem().as_bytes()
+            )),
             "tls.key"
         );
         assert!(parse_fingerprint("md5/abc").is_err());

@@ -1,0 +1,124 @@
+//! The connection pool: shared handshakes, eviction, re-dialling, statistics.
+
+mod common;
+
+use std::time::Duration;
+
+use agentic_flow_quic::{Message, QuicClient, QuicServer, TransportConfig};
+use common::*;
+
+#[tokio::test]
+async fn a_hundred_concurrent_first_requests_share_one_connection() {
+    let server = server(Recorder::default());
+    let client = client_for(&server);
+    let addr = server.local_addr();
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .request(addr, Message::binary("task", vec![i as u8]))
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let stats = client.pool_stats();
+    assert_eq!(stats.created, 1, "{stats:?}");
+    assert_eq!(stats.misses, 1, "{stats:?}");
+    assert_eq!(stats.hits, 99, "{stats:?}");
+    assert_eq!(stats.idle + stats.active, 1);
+    let connections = client.connection_stats();
+    assert_eq!(connections.len(), 1);
+    assert_eq!(connections[0].remote_address, addr);
+    assert!(connections[0].streams_opened >= 100);
+    assert!(connections[0].bytes_sent > 0 && connections[0].bytes_received > 0);
+    assert!(connections[0].rtt_ms > 0.0);
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_evicted_and_the_next_use_dials_again() {
+    let mut config = TransportConfig::default();
+    config.max_idle_timeout = Duration::from_millis(200);
+    let server = server_with(config, Recorder::default());
+    let mut client_config = trusting(&server);
+    client_config.max_idle_timeout = Duration::from_millis(200);
+    let client = QuicClient::new(client_config).unwrap();
+    client
+        .request(server.local_addr(), Message::binary("task", vec![]))
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || client.pool_stats().closed == 1).await,
+        "{:?}",
+        client.pool_stats()
+    );
+    let stats = client.pool_stats();
+    assert_eq!((stats.active, stats.idle), (0, 0));
+    client
+        .request(server.local_addr(), Message::binary("task", vec![]))
+        .await
+        .unwrap();
+    assert_eq!(client.pool_stats().created, 2);
+    assert_eq!(client.pool_stats().misses, 2);
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn keep_alive_holds_an_idle_connection_open() {
+    let mut config = TransportConfig::default();
+    config.max_idle_timeout = Duration::from_millis(200);
+    let server = server_with(config, Recorder::default());
+    let mut client_config = trusting(&server);
+    client_config.max_idle_timeout = Duration::from_millis(200);
+    client_config.keep_alive = Some(Duration::from_millis(50));
+    let client = QuicClient::new(client_config).unwrap();
+    client.connect(server.local_addr()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let stats = client.pool_stats();
+    assert_eq!((stats.closed, stats.idle), (0, 1), "{stats:?}");
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn a_lost_connection_leaves_the_pool_and_is_redialled() {
+    let server = server(Recorder::default());
+    let addr = server.local_addr();
+    let client = client_for(&server);
+    client
+        .request(addr, Message::binary("task", vec![]))
+        .await
+        .unwrap();
+    server.close().await;
+    assert!(eventually(Duration::from_secs(3), || client.pool_stats().closed == 1).await);
+
+    // A new server on the same port, with a new certificate the client trusts.
+    let mut config = TransportConfig::default();
+    config.listen = Some(addr);
+    config.identity = None;
+    let again = QuicServer::bind(config, Recorder::default()).unwrap();
+    let mut trusting_both = trusting(&again);
+    trusting_both.trust.insecure_skip_verify = true;
+    let other = QuicClient::new(trusting_both).unwrap();
+    other
+        .request(addr, Message::binary("task", vec![]))
+        .await
+        .unwrap();
+    // The first client re-dials too (it pins the old certificate, so TLS now refuses).
+    let err = client
+        .request(addr, Message::binary("task", vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), agentic_flow_quic::ErrorCode::Tls, "{err}");
+    assert_eq!(client.pool_stats().misses, 2);
+    for c in [client, other] {
+        c.close().await;
+    }
+    again.close().await;
+}
