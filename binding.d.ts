@@ -41,10 +41,23 @@ export declare class NativeTransport {
   close(): Promise<undefined>
 }
 
+/**
+ * Generates a self-signed ECDSA P-256 certificate for `names` (default: localhost,
+ * 127.0.0.1, ::1), for development and for pinning.
+ */
+export declare function generateCertificate(names?: Array<string> | undefined | null): JsCertificate
+
 /** `{ host, port }` of a listener. */
 export interface JsAddress {
   host: string
   port: number
+}
+
+/** A certificate and key in PEM, with the certificate's fingerprint. */
+export interface JsCertificate {
+  cert: string
+  key: string
+  fingerprint: string
 }
 
 /** One open connection, as quinn reports it. */

@@ -5,7 +5,7 @@
 // `QuicTransportError`s with a stable `code`, wires AbortSignal, and decides when the
 // transport keeps the Node process alive.
 
-const { NativeTransport } = require('./binding.js')
+const { NativeTransport, generateCertificate: nativeGenerateCertificate } = require('./binding.js')
 
 /** Every `err.code` a rejection can carry. */
 const ERROR_CODES = Object.freeze([
@@ -221,6 +221,21 @@ class QuicTransport {
     this.#native = native
     this.#listening = listening
     this.#updateKeepAlive()
+  }
+
+  /**
+   * Generates a self-signed ECDSA P-256 certificate (for development, or as a stable
+   * identity that peers pin): `{ cert, key, fingerprint }`, PEM strings.
+   */
+  static generateCertificate(names = ['localhost', '127.0.0.1', '::1']) {
+    if (!Array.isArray(names) || names.length === 0 || !names.every((n) => typeof n === 'string')) {
+      throw invalidArg('invalid names: expected a non-empty array of DNS names or IP addresses')
+    }
+    try {
+      return nativeGenerateCertificate(names)
+    } catch (err) {
+      throw fromNative(err)
+    }
   }
 
   /** `{ host, port }` of the listener, or null (dial-only, or closed). */

@@ -66,6 +66,28 @@ pub struct JsStats {
     pub connections: Vec<JsConnectionStats>,
 }
 
+/// A certificate and key in PEM, with the certificate's fingerprint.
+#[napi(object)]
+pub struct JsCertificate {
+    pub cert: String,
+    pub key: String,
+    pub fingerprint: String,
+}
+
+/// Generates a self-signed ECDSA P-256 certificate for `names` (default: localhost,
+/// 127.0.0.1, ::1), for development and for pinning.
+#[napi(catch_unwind)]
+pub fn generate_certificate(names: Option<Vec<String>>) -> napi::Result<JsCertificate> {
+    let names = names.unwrap_or_else(|| crate::tls::DEV_CERT_NAMES.iter().map(|n| n.to_string()).collect());
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let identity = crate::tls::Identity::generate_self_signed(&names).into_js()?;
+    Ok(JsCertificate {
+        cert: identity.cert_pem(),
+        key: identity.key_pem(),
+        fingerprint: identity.fingerprint(),
+    })
+}
+
 /// The raw transport. Use `QuicTransport` from the package instead.
 #[napi]
 pub struct NativeTransport {

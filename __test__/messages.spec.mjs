@@ -1,0 +1,110 @@
+// One-way messages: send, sendBatch, onMessage, receive, ordering, pushes.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { listener, dialer, addrOf, closeAll, codeOf, eventually } from './helpers.mjs'
+
+test('1,000 messages on one channel arrive in order while another channel is busy', async () => {
+  const server = await listener()
+  const jobs = []
+  let bulkDone = 0
+  let bulkStarted = 0
+  server.onMessage(async (msg) => {
+    if (msg.streamId === 'jobs') jobs.push(msg.payload.seq)
+    else {
+      bulkStarted++
+      bulkDone += msg.payload.length
+    }
+  })
+  const client = await dialer(server)
+  const addr = addrOf(server)
+  // The bulk channel carries 40 MB; the jobs channel must not wait behind it.
+  const bulk = Array.from({ length: 40 }, () => client.send(addr, { type: 'status', streamId: 'bulk', payload: Buffer.alloc(1 << 20) }))
+  const sent = []
+  for (let seq = 0; seq < 1000; seq++) sent.push(client.send(addr, { type: 'task', streamId: 'jobs', payload: { seq } }))
+  await Promise.all(sent)
+  assert.ok(await eventually(() => jobs.length === 1000, { timeoutMs: 15000 }), `got ${jobs.length} of 1000`)
+  assert.deepEqual(jobs, Array.from({ length: 1000 }, (_, i) => i))
+  await Promise.all(bulk)
+  assert.ok(await eventually(() => bulkStarted === 40, { timeoutMs: 15000 }))
+  assert.equal(bulkDone, 40 << 20)
+  await closeAll(server, client)
+})
+
+test('sendBatch keeps order and is refused whole when one member is too large', async () => {
+  const server = await listener()
+  const got = []
+  server.onMessage((msg) => got.push(msg.payload))
+  const client = await dialer(server, { maxMessageBytes: 1024 })
+  const addr = addrOf(server)
+  await client.sendBatch(addr, Array.from({ length: 100 }, (_, i) => ({ type: 'task', payload: i })))
+  assert.equal(
+    await codeOf(client.sendBatch(addr, [{ type: 'task', payload: 'a' }, { type: 'task', payload: 'x'.repeat(5000) }])),
+    'ERR_MESSAGE_TOO_LARGE',
+  )
+  await client.send(addr, { type: 'task', payload: 'last' })
+  assert.ok(await eventually(() => got.length === 101))
+  assert.deepEqual(got, [...Array.from({ length: 100 }, (_, i) => i), 'last'])
+  await closeAll(server, client)
+})
+
+test('a dial-only agent receives a push from the listener it dialled', async () => {
+  const server = await listener()
+  const agent = await dialer(server)
+  const addr = addrOf(server)
+  let agentAddress
+  server.onRequest((msg, peer) => {
+    agentAddress = peer.address
+    return 'hello'
+  })
+  const pushes = []
+  agent.onMessage((msg, peer) => pushes.push({ msg, peer }))
+  await agent.request(addr, { type: 'task' })
+  await server.send(agentAddress, { type: 'coordination', payload: { go: true }, streamId: 'ctl', metadata: { round: 1 } })
+  assert.ok(await eventually(() => pushes.length === 1))
+  assert.deepEqual(pushes[0].msg.payload, { go: true })
+  assert.equal(pushes[0].msg.streamId, 'ctl')
+  assert.deepEqual(pushes[0].msg.metadata, { round: 1 })
+  assert.equal(pushes[0].peer.address, addr)
+  assert.equal(server.getStats().pool.created, 0, 'the push used the connection the agent opened')
+  await closeAll(server, agent)
+})
+
+test('receive() pulls messages no handler took, filtered by peer and channel', async () => {
+  const server = await listener()
+  const a = await dialer(server)
+  const b = await dialer(server)
+  const addr = addrOf(server)
+  await a.send(addr, { type: 'status', payload: 'a1', streamId: 'x' })
+  await b.send(addr, { type: 'status', payload: 'b1', streamId: 'y' })
+  await a.send(addr, { type: 'status', payload: Buffer.from('a2'), streamId: 'y' })
+  const first = await server.receive(undefined, 'y')
+  const firstFrom = first.peer.address
+  assert.ok(first.payload === 'b1' || Buffer.isBuffer(first.payload))
+  const other = await server.receive(undefined, 'x')
+  assert.equal(other.payload, 'a1')
+  // The remaining 'y' message comes from whichever peer was not first.
+  const rest = await server.receive(undefined, 'y')
+  assert.notEqual(rest.peer.address, firstFrom)
+  // Filtering by peer: a's next message is found, b's is not taken.
+  await b.send(addr, { type: 'status', payload: 'b2' })
+  await a.send(addr, { type: 'status', payload: 'a3' })
+  const fromA = await server.receive(other.peer.address)
+  assert.equal(fromA.payload, 'a3')
+  const fromB = await server.receive()
+  assert.equal(fromB.payload, 'b2')
+  await closeAll(server, a, b)
+})
+
+test('messages sent without awaiting still arrive in call order', async () => {
+  const server = await listener()
+  const got = []
+  server.onMessage((msg) => got.push(msg.payload))
+  const client = await dialer(server)
+  const addr = addrOf(server)
+  const all = []
+  for (let i = 0; i < 500; i++) all.push(client.send(addr, { type: 'task', payload: i }))
+  await Promise.all(all)
+  assert.ok(await eventually(() => got.length === 500))
+  assert.deepEqual(got, Array.from({ length: 500 }, (_, i) => i))
+  await closeAll(server, client)
+})

@@ -1,0 +1,109 @@
+// QuicTransport.create, options, address, fingerprint, close.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { QuicTransport, QuicTransportError, ERROR_CODES, listener, dialer, addrOf, closeAll, codeOf } from './helpers.mjs'
+
+test('a listener reports its address and fingerprint; a dialer has no address', async () => {
+  const server = await listener()
+  assert.equal(server.address.host, '127.0.0.1')
+  assert.ok(server.address.port > 0)
+  assert.match(server.fingerprint, /^sha256\/[A-Za-z0-9+/]{43}=$/)
+  const client = await dialer(server)
+  assert.equal(client.address, null)
+  assert.match(client.fingerprint, /^sha256\//)
+  await closeAll(server, client)
+  assert.equal(server.address, null, 'no address after close')
+})
+
+test('bad options give ERR_INVALID_ARG naming the option', async () => {
+  const cases = [
+    [{ connectTimeoutMs: -5 }, /connectTimeoutMs/],
+    [{ connectTimeoutMs: 'soon' }, /connectTimeoutMs/],
+    [{ maxConcurrentStreams: 0 }, /maxConcurrentStreams/],
+    [{ maxMessageBytes: 1.5 }, /maxMessageBytes/],
+    [{ listen: { port: 70000 } }, /listen\.port/],
+    [{ listen: { host: 'no such host.invalid' } }, /listen\.host/],
+    [{ serverName: '' }, /serverName/],
+    [{ conectTimeoutMs: 5 }, /unknown option conectTimeoutMs/],
+    [{ tls: { pinnedFingerprints: ['md5/abc'] } }, /tls\.pinnedFingerprints/],
+    [{ tls: { requireClientCert: true } }, /tls\.requireClientCert/],
+    [{ tls: { certPath: '/nonexistent/cert.pem', keyPath: '/nonexistent/key.pem' } }, /tls\.certPath/],
+    [{ tls: { cert: 'not pem', key: 'not pem' } }, /tls\.cert/],
+    [{ tls: { cert: QuicTransport.generateCertificate().cert } }, /tls\.key/],
+    [{ tls: { ca: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n' } }, /tls\.ca/],
+    ['nope', /options/],
+  ]
+  for (const [options, pattern] of cases) {
+    const err = await QuicTransport.create(options).then(
+      (t) => {
+        t.close()
+        return null
+      },
+      (e) => e,
+    )
+    assert.ok(err, `expected ${JSON.stringify(options)} to fail`)
+    assert.ok(err instanceof QuicTransportError)
+    assert.equal(err.code, 'ERR_INVALID_ARG', `${JSON.stringify(options)}: ${err.message}`)
+    assert.match(err.message, pattern)
+  }
+})
+
+test('a certificate and key from files are used as the identity', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'afq-'))
+  const identity = QuicTransport.generateCertificate()
+  writeFileSync(join(dir, 'cert.pem'), identity.cert)
+  writeFileSync(join(dir, 'key.pem'), identity.key)
+  const server = await listener({ tls: { certPath: join(dir, 'cert.pem'), keyPath: join(dir, 'key.pem') } })
+  assert.equal(server.fingerprint, identity.fingerprint)
+  // Trust by root certificate file.
+  const client = await QuicTransport.create({ tls: { caPath: join(dir, 'cert.pem') } })
+  server.onRequest(() => 'ok')
+  assert.equal((await client.request(addrOf(server), { type: 'task', payload: null })).payload, 'ok')
+  // PEM given inline as Buffers works too.
+  const inline = await listener({ tls: { cert: Buffer.from(identity.cert), key: Buffer.from(identity.key) } })
+  assert.equal(inline.fingerprint, identity.fingerprint)
+  await closeAll(server, client, inline)
+})
+
+test('close is idempotent and later calls reject with ERR_CLOSED', async () => {
+  const server = await listener()
+  const client = await dialer(server)
+  const first = client.close()
+  const second = client.close()
+  await Promise.all([first, second])
+  await client.close()
+  assert.equal(await codeOf(client.request(addrOf(server), { type: 'task' })), 'ERR_CLOSED')
+  assert.equal(await codeOf(client.send(addrOf(server), { type: 'task' })), 'ERR_CLOSED')
+  assert.equal(await codeOf(client.receive()), 'ERR_CLOSED')
+  assert.equal(await codeOf(client.connect(addrOf(server))), 'ERR_CLOSED')
+  await server.close()
+})
+
+test('every error code is listed', () => {
+  assert.deepEqual(
+    [...ERROR_CODES].sort(),
+    [
+      'ERR_ABORTED', 'ERR_CLOSED', 'ERR_CONNECT', 'ERR_CONNECTION_LOST', 'ERR_INVALID_ARG',
+      'ERR_MESSAGE_TOO_LARGE', 'ERR_PROTOCOL', 'ERR_REMOTE', 'ERR_TIMEOUT', 'ERR_TLS',
+    ],
+  )
+})
+
+test('bad arguments to calls give ERR_INVALID_ARG', async () => {
+  const server = await listener()
+  const client = await dialer(server)
+  const addr = addrOf(server)
+  assert.equal(await codeOf(client.request('nonsense', { type: 'task' })), 'ERR_INVALID_ARG')
+  assert.equal(await codeOf(client.request(addr, { payload: 1 })), 'ERR_INVALID_ARG')
+  assert.equal(await codeOf(client.request(addr, null)), 'ERR_INVALID_ARG')
+  assert.equal(await codeOf(client.request(addr, { type: 'task', payload: 1n })), 'ERR_INVALID_ARG')
+  assert.equal(await codeOf(client.request(addr, { type: 'task' }, { timeoutMs: 0 })), 'ERR_INVALID_ARG')
+  assert.equal(await codeOf(client.send(addr, { type: 'task', id: 5 })), 'ERR_INVALID_ARG')
+  assert.equal(await codeOf(client.sendBatch(addr, 'x')), 'ERR_INVALID_ARG')
+  assert.equal(await codeOf(client.receive(42)), 'ERR_INVALID_ARG')
+  assert.throws(() => client.onRequest('x'), { code: 'ERR_INVALID_ARG' })
+  await closeAll(server, client)
+})
