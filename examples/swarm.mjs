@@ -146,10 +146,10 @@ async function main() {
 async function run({ agents: agentCount, seconds, concurrency, payload }, transports, intervals) {
   const stats = { completed: 0, errors: 0, heartbeatsSent: 0, heartbeats: 0, pushesSent: 0, pushes: 0 }
   const errorKinds = new Map() // 'where: code message' -> count, summarised on stderr
-  const fail = (where, err) => {
-    stats.errors++
+  const fail = (where, err, count = 1) => {
+    stats.errors += count
     const key = `${where}: ${err?.code ?? 'ERR'} ${err?.message ?? err}`
-    errorKinds.set(key, (errorKinds.get(key) ?? 0) + 1)
+    errorKinds.set(key, (errorKinds.get(key) ?? 0) + count)
   }
   const latencies = new Latencies()
 
@@ -182,9 +182,12 @@ async function run({ agents: agentCount, seconds, concurrency, payload }, transp
 
   let stopping = false
   // One worker keeps one request in flight until the deadline, checking every reply.
+  // The C workers of an agent share its transport (one pooled connection) and its seq.
+  const seqs = new Array(agentCount).fill(0)
   async function worker(t, id) {
     const fill = String.fromCharCode(97 + (id % 26)) // varies the data between agents
-    for (let seq = 1; !stopping; seq++) {
+    while (!stopping) {
+      const seq = ++seqs[id]
       const data = fill.repeat(payload)
       const start = process.hrtime.bigint()
       try {
@@ -192,9 +195,9 @@ async function run({ agents: agentCount, seconds, concurrency, payload }, transp
         const reply = await t.request(coordAddr, task, { timeoutMs: REQUEST_TIMEOUT_MS })
         latencies.add(Number(process.hrtime.bigint() - start) / 1e6)
         const r = reply.payload
-        const ok = r?.kind === 'result' && r.agent === id && r.seq === seq && r.length === payload && r.checksum === checksum(data)
-        if (ok) stats.completed++
-        else fail('reply', new Error(`mismatched result for agent ${id} seq ${seq}`))
+        const ok = r?.kind === 'result' && r.agent === id && r.seq === seq
+        if (ok && r.length === payload && r.checksum === checksum(data)) stats.completed++
+        else fail('reply', new Error('result does not match the task'))
       } catch (err) {
         fail('request', err)
         if (!stopping) await sleep(10) // don't spin if the transport fails fast
@@ -203,19 +206,19 @@ async function run({ agents: agentCount, seconds, concurrency, payload }, transp
   }
 
   // Heartbeats from every agent, pushes from the coordinator to every agent it has seen.
+  // "sent" counts the sends QUIC accepted; each of those must arrive.
   intervals.push(setInterval(() => {
     agents.forEach((t, id) => {
-      stats.heartbeatsSent++
       const beat = { type: 'heartbeat', streamId: 'heartbeat', payload: { agent: id, at: Date.now() } }
-      t.send(coordAddr, beat).catch((err) => fail('heartbeat', err))
+      t.send(coordAddr, beat).then(() => stats.heartbeatsSent++, (err) => fail('heartbeat', err))
     })
   }, HEARTBEAT_MS))
   let tick = 0
   intervals.push(setInterval(() => {
     tick++
     for (const addr of seenPeers) {
-      stats.pushesSent++
-      coordinator.send(addr, { type: 'coordination', payload: { tick } }).catch((err) => fail('push', err))
+      const push = { type: 'coordination', payload: { tick } }
+      coordinator.send(addr, push).then(() => stats.pushesSent++, (err) => fail('push', err))
     }
   }, PUSH_MS))
 
@@ -227,7 +230,8 @@ async function run({ agents: agentCount, seconds, concurrency, payload }, transp
     const now = performance.now()
     const rate = ((stats.completed - last.completed) * 1000) / (now - last.at)
     last = { at: now, completed: stats.completed }
-    const line = `${((now - started) / 1000).toFixed(1)}s  ${stats.completed} requests  ${Math.round(rate)} req/s  ${stats.errors} errors`
+    const secs = ((now - started) / 1000).toFixed(1)
+    const line = `${secs}s  ${stats.completed} requests  ${Math.round(rate)} req/s  ${stats.errors} errors`
     process.stderr.write(tty ? `\r${line.padEnd(64)}` : `${line}\n`)
   }, tty ? 250 : 1000))
 
@@ -245,11 +249,11 @@ async function run({ agents: agentCount, seconds, concurrency, payload }, transp
   }
   const duration = (performance.now() - started) / 1000 // includes the drain
   for (const interval of intervals.splice(0)) clearInterval(interval)
-  // Let the last heartbeats and pushes land.
+  // Let the last heartbeats and pushes land; any still missing then counts as an error.
+  const missing = () => stats.heartbeatsSent - stats.heartbeats + (stats.pushesSent - stats.pushes)
   const graceEnd = performance.now() + ONE_WAY_GRACE_MS
-  while (performance.now() < graceEnd && (stats.heartbeats < stats.heartbeatsSent || stats.pushes < stats.pushesSent)) {
-    await sleep(20)
-  }
+  while (missing() > 0 && performance.now() < graceEnd) await sleep(20)
+  if (missing() > 0) fail('one-way', new Error(`not received within ${ONE_WAY_GRACE_MS} ms`), missing())
   if (tty) process.stderr.write('\n')
 
   // Statistics before closing: a closed transport has nothing left to report.
@@ -283,7 +287,8 @@ async function run({ agents: agentCount, seconds, concurrency, payload }, transp
   ]
   const width = Math.max(...rows.map(([k]) => k.length))
   console.log(rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n'))
-  console.log(`\nreproduce: node examples/swarm.mjs --agents ${agentCount} --seconds ${seconds} --concurrency ${concurrency} --payload ${payload}`)
+  const flags = `--agents ${agentCount} --seconds ${seconds} --concurrency ${concurrency} --payload ${payload}`
+  console.log(`\nreproduce: node examples/swarm.mjs ${flags}`)
   for (const [kind, count] of errorKinds) console.error(`error x${count}  ${kind}`)
   return stats.errors
 }
@@ -304,6 +309,6 @@ async function closeAll(transports) {
 }
 
 main().catch((err) => {
-  console.error(`swarm: ${err?.stack ?? err}`)
+  console.error(`swarm: ${err?.code ? `${err.code}: ${err.message}` : err?.stack ?? err}`)
   process.exitCode = 1
 })

@@ -1,0 +1,235 @@
+// Public types of agentic-flow-quic. `index.js` implements them over the generated
+// binding (`binding.d.ts`, which types the raw native class and is not public API).
+
+/// <reference types="node" />
+
+/** Every `code` a {@link QuicTransportError} can carry. */
+export type ErrorCode =
+  /** An option or argument is invalid; the message names it. */
+  | 'ERR_INVALID_ARG'
+  /** No connection could be made (nothing listening, unreachable, no handshake within `connectTimeoutMs`). */
+  | 'ERR_CONNECT'
+  /** TLS failed: a certificate was rejected, or no way to trust the peer is configured. */
+  | 'ERR_TLS'
+  /** The request got no reply within its timeout. */
+  | 'ERR_TIMEOUT'
+  /** The caller's AbortSignal aborted the request. */
+  | 'ERR_ABORTED'
+  /** The connection broke while the call was in flight. */
+  | 'ERR_CONNECTION_LOST'
+  /** The message exceeds `maxMessageBytes` (this side's, or the peer's). */
+  | 'ERR_MESSAGE_TOO_LARGE'
+  /** The peer's request handler threw (or it has none); the message carries its text. */
+  | 'ERR_REMOTE'
+  /** The transport was closed. */
+  | 'ERR_CLOSED'
+  /** The peer broke the wire protocol. */
+  | 'ERR_PROTOCOL'
+
+/** The list of every {@link ErrorCode}. */
+export declare const ERROR_CODES: readonly ErrorCode[]
+
+/** Every rejection and throw of this package is one of these. */
+export declare class QuicTransportError extends Error {
+  readonly name: 'QuicTransportError'
+  /** Stable, machine-readable: branch on this, not on the message. */
+  readonly code: ErrorCode
+}
+
+/** Bytes of a PEM file, as text or as a Buffer. */
+export type Pem = string | Uint8Array
+
+export interface ListenOptions {
+  /** Address to listen on. Default `'127.0.0.1'`. */
+  host?: string
+  /** UDP port; 0 picks a free one (read it from `address`). Default 0. */
+  port?: number
+}
+
+export interface TlsOptions {
+  /** This transport's certificate chain (PEM). Without one, a self-signed ECDSA P-256 certificate is generated. */
+  cert?: Pem
+  /** The private key for `cert` (PEM: PKCS#8, PKCS#1 or SEC1). */
+  key?: Pem
+  /** Path of a PEM certificate chain file, instead of `cert`. */
+  certPath?: string
+  /** Path of a PEM private key file, instead of `key`. */
+  keyPath?: string
+  /** Root certificates (PEM) that peers' certificates must chain to. */
+  ca?: Pem
+  /** Path of a PEM file of root certificates, instead of `ca`. */
+  caPath?: string
+  /** Accepted peer certificates, as `'sha256/<base64 SHA-256 of the DER certificate>'` (see `fingerprint`). */
+  pinnedFingerprints?: string[]
+  /** Accept any peer certificate. Development only: anyone on the path can impersonate the peer. Default false. */
+  insecureSkipVerify?: boolean
+  /** A listener demands a client certificate and verifies it with `ca` / `pinnedFingerprints` (mutual TLS). Default false. */
+  requireClientCert?: boolean
+}
+
+export interface TransportOptions {
+  /** Listen for connections. Without it the transport only dials. */
+  listen?: ListenOptions
+  /** Identity and trust. A dial verifies the server: with none of `ca`, `pinnedFingerprints`, `insecureSkipVerify` it fails with `ERR_TLS`. */
+  tls?: TlsOptions
+  /** The name the server's certificate must carry. Default `'localhost'`. */
+  serverName?: string
+  /** Deadline for a handshake, in ms. Default 5000. */
+  connectTimeoutMs?: number
+  /** Default deadline of a request, in ms (also how long a listener waits for its handler). Default 30000. */
+  requestTimeoutMs?: number
+  /** A connection without traffic for this long closes and leaves the pool, in ms. Default 30000. */
+  maxIdleTimeoutMs?: number
+  /** Send keep-alives this often (ms), so idle connections stay open. Default: off. */
+  keepAliveMs?: number
+  /** Requests in flight per connection; past it, requests wait for a free stream (they never fail or vanish). Default 1000. */
+  maxConcurrentStreams?: number
+  /** Largest message (payload plus id, type, streamId, metadata) sent or accepted, in bytes. Default 16 MiB. */
+  maxMessageBytes?: number
+}
+
+/** JSON-serializable values. */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue }
+
+/** The message shape agentic-flow agents use. */
+export interface AgentMessage<P = unknown> {
+  /** Generated when absent. A reply carries its request's id. */
+  id?: string
+  /** `'task'`, `'result'`, `'status'`, `'coordination'`, `'heartbeat'` or any other string. */
+  type: string
+  /** Any JSON value, or bytes (a Buffer/Uint8Array arrives as a Buffer). */
+  payload?: P
+  /** Any JSON value. */
+  metadata?: unknown
+  /** The ordered channel of a one-way message. Default `'default'`. */
+  streamId?: string
+}
+
+/** A message as it arrives: all fields present. */
+export interface ReceivedMessage<P = unknown> extends AgentMessage<P> {
+  id: string
+  streamId: string
+  payload: P
+}
+
+/** Who sent a request or message. */
+export interface Peer {
+  /** `'host:port'`. A listener can `send` to it: the message travels over the connection the peer opened. */
+  address: string
+  /** `sha256/…` of the client certificate, with mutual TLS. */
+  fingerprint?: string
+}
+
+/** Returns the reply's payload (any JSON value or bytes), or a Promise of it. Throwing rejects the caller with `ERR_REMOTE`. */
+export type RequestHandler = (msg: ReceivedMessage, peer: Peer) => unknown | Promise<unknown>
+
+/** Takes a one-way message. Errors it throws are reported with `process.emitWarning` and the message is dropped. */
+export type MessageHandler = (msg: ReceivedMessage, peer: Peer) => void | Promise<void>
+
+export interface RequestOptions {
+  /** Deadline for this request, in ms. Default: the transport's `requestTimeoutMs`. */
+  timeoutMs?: number
+  /** Aborting it rejects the request with `ERR_ABORTED` and resets its stream. */
+  signal?: AbortSignal
+}
+
+export interface PoolStats {
+  /** Open pooled connections with calls in flight. */
+  active: number
+  /** Open pooled connections with nothing in flight. */
+  idle: number
+  /** Connections the pool has made. */
+  created: number
+  /** Pooled connections that closed (idle timeout, loss, peer close). */
+  closed: number
+  /** Uses served by an open or in-progress connection. */
+  hits: number
+  /** Uses that had to dial. */
+  misses: number
+}
+
+export interface ConnectionStats {
+  /** `'host:port'` of the peer. */
+  remoteAddress: string
+  /** Whether this side dialled it. */
+  outbound: boolean
+  /** Smoothed round-trip time, ms. */
+  rttMs: number
+  /** Congestion window, bytes. */
+  congestionWindow: number
+  /** UDP payload bytes sent. */
+  bytesSent: number
+  /** UDP payload bytes received. */
+  bytesReceived: number
+  /** Packets declared lost. */
+  lostPackets: number
+  /** Streams this side opened. */
+  streamsOpened: number
+}
+
+export interface TransportStats {
+  pool: PoolStats
+  /** Every open connection, dialled and accepted. */
+  connections: ConnectionStats[]
+}
+
+/** A certificate for development or for pinning: PEM strings and the certificate's fingerprint. */
+export interface GeneratedCertificate {
+  cert: string
+  key: string
+  fingerprint: string
+}
+
+/**
+ * A QUIC transport for agents: one UDP socket that listens, dials, or both. Requests
+ * each get their own stream on one pooled connection per peer; one-way messages are
+ * ordered per (peer, streamId).
+ *
+ * @example
+ * const server = await QuicTransport.create({ listen: { port: 4433 } })
+ * server.onRequest(async (msg) => ({ done: msg.payload }))
+ * const client = await QuicTransport.create({ tls: { pinnedFingerprints: [server.fingerprint] } })
+ * const reply = await client.request('127.0.0.1:4433', { type: 'task', payload: 42 })
+ */
+export declare class QuicTransport {
+  private constructor()
+
+  /** Creates a transport. Rejects with `ERR_INVALID_ARG` for bad options (unreadable or unparsable PEM included). */
+  static create(options?: TransportOptions): Promise<QuicTransport>
+
+  /** Generates a self-signed ECDSA P-256 certificate for `names` (default localhost, 127.0.0.1, ::1). */
+  static generateCertificate(names?: string[]): GeneratedCertificate
+
+  /** Where the listener listens, or null (dial-only, or closed). */
+  readonly address: { host: string; port: number } | null
+
+  /** `sha256/<base64>` of this transport's certificate: what peers put in `pinnedFingerprints`. */
+  readonly fingerprint: string
+
+  /** Sets (or, with null, removes) the request handler. Without one, requests get `ERR_REMOTE`. */
+  onRequest(handler: RequestHandler | null): void
+
+  /** Sets (or, with null, removes) the one-way message handler. Without one, messages wait for `receive()`. */
+  onMessage(handler: MessageHandler | null): void
+
+  /** Opens (or reuses) the pooled connection to `addr` (`'host:port'`) and resolves once the handshake is done. */
+  connect(addr: string): Promise<void>
+
+  /** Sends a request to `addr` and resolves to the reply (`type: 'response'`, same `id`). */
+  request<R = unknown>(addr: string, msg: AgentMessage, options?: RequestOptions): Promise<ReceivedMessage<R>>
+
+  /** Sends a one-way message; resolves once QUIC has taken it, so awaiting gives backpressure. */
+  send(addr: string, msg: AgentMessage): Promise<void>
+
+  /** Sends several one-way messages in order with one crossing into native code. Refused whole if one is too large. */
+  sendBatch(addr: string, msgs: AgentMessage[]): Promise<void>
+
+  /** The next one-way message that no `onMessage` handler took, optionally only from `addr` and/or on `streamId`. */
+  receive<P = unknown>(addr?: string | null, streamId?: string | null): Promise<ReceivedMessage<P> & { peer: Peer }>
+
+  /** Pool and connection statistics, read from quinn. */
+  getStats(): TransportStats
+
+  /** Rejects pending calls with `ERR_CLOSED`, closes connections, frees the socket. Idempotent. */
+  close(): Promise<void>
+}
