@@ -22,14 +22,20 @@ impl Handler for Echo {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 fn pair(rt: &tokio::runtime::Runtime) -> (QuicServer, QuicClient) {
     rt.block_on(async {
         let server = QuicServer::bind(TransportConfig::default(), Echo).expect("bind");
         let mut config = TransportConfig::default();
-        config.trust.pins.push(parse_fingerprint(&server.fingerprint()).expect("pin"));
+        config
+            .trust
+            .pins
+            .push(parse_fingerprint(&server.fingerprint()).expect("pin"));
         let client = QuicClient::new(config).expect("client");
         client.connect(server.local_addr()).await.expect("connect");
         (server, client)
@@ -39,15 +45,21 @@ fn pair(rt: &tokio::runtime::Runtime) -> (QuicServer, QuicClient) {
 fn frames(c: &mut Criterion) {
     let mut group = c.benchmark_group("frame");
     for size in [64usize, 1024, 65536] {
-        let message = Message::binary("task", vec![7u8; size]).with_id("id-1").with_channel("jobs");
+        let message = Message::binary("task", vec![7u8; size])
+            .with_id("id-1")
+            .with_channel("jobs");
         let encoded = encode_to_vec(FrameKind::Request, &message, u64::MAX).expect("encode");
         group.throughput(Throughput::Bytes(encoded.len() as u64));
-        group.bench_with_input(BenchmarkId::new("encode", format!("size_{size}")), &message, |b, m| {
-            b.iter(|| encode_to_vec(FrameKind::Request, m, u64::MAX).expect("encode"))
-        });
-        group.bench_with_input(BenchmarkId::new("decode", format!("size_{size}")), &encoded, |b, e| {
-            b.iter(|| decode(e, u64::MAX).expect("decode"))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("encode", format!("size_{size}")),
+            &message,
+            |b, m| b.iter(|| encode_to_vec(FrameKind::Request, m, u64::MAX).expect("encode")),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("decode", format!("size_{size}")),
+            &encoded,
+            |b, e| b.iter(|| decode(e, u64::MAX).expect("decode")),
+        );
     }
     group.finish();
 }
@@ -60,14 +72,20 @@ fn round_trip(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(3));
     for size in [64usize, 1024, 65536] {
         group.throughput(Throughput::Bytes(size as u64));
-        group.bench_function(BenchmarkId::new("round_trip", format!("size_{size}")), |b| {
-            b.to_async(&rt).iter(|| {
-                let client = client.clone();
-                async move {
-                    client.request(addr, Message::binary("task", vec![1u8; size])).await.expect("reply")
-                }
-            })
-        });
+        group.bench_function(
+            BenchmarkId::new("round_trip", format!("size_{size}")),
+            |b| {
+                b.to_async(&rt).iter(|| {
+                    let client = client.clone();
+                    async move {
+                        client
+                            .request(addr, Message::binary("task", vec![1u8; size]))
+                            .await
+                            .expect("reply")
+                    }
+                })
+            },
+        );
     }
     group.finish();
     rt.block_on(async {

@@ -16,7 +16,11 @@ impl Handler for Echo {
     }
 
     fn message(&self, message: Message, _peer: Peer) -> BoxFuture<()> {
-        println!("server: one-way {} on channel {}", message.kind, message.channel_name());
+        println!(
+            "server: one-way {} on channel {}",
+            message.kind,
+            message.channel_name()
+        );
         Box::pin(async {})
     }
 }
@@ -25,20 +29,37 @@ impl Handler for Echo {
 async fn main() -> Result<(), agentic_flow_quic::Error> {
     // A listener on a free loopback port, with a generated self-signed certificate.
     let server = QuicServer::bind(TransportConfig::default(), Echo)?;
-    println!("server: listening on {} as {}", server.local_addr(), server.fingerprint());
+    println!(
+        "server: listening on {} as {}",
+        server.local_addr(),
+        server.fingerprint()
+    );
 
     // The client trusts exactly that certificate.
     let mut config = TransportConfig::default();
-    config.trust.pins.push(parse_fingerprint(&server.fingerprint())?);
+    config
+        .trust
+        .pins
+        .push(parse_fingerprint(&server.fingerprint())?);
     let client = QuicClient::new(config)?;
 
     let reply = client
-        .request(server.local_addr(), Message::json("task", r#"{"question":42}"#))
+        .request(
+            server.local_addr(),
+            Message::json("task", r#"{"question":42}"#),
+        )
         .await?;
-    println!("client: reply {} = {}", reply.kind, String::from_utf8_lossy(&reply.payload));
+    println!(
+        "client: reply {} = {}",
+        reply.kind,
+        String::from_utf8_lossy(&reply.payload)
+    );
 
     client
-        .send(server.local_addr(), Message::binary("heartbeat", vec![]).with_channel("health"))
+        .send(
+            server.local_addr(),
+            Message::binary("heartbeat", vec![]).with_channel("health"),
+        )
         .await?;
     println!("client: pool {:?}", client.pool_stats());
 

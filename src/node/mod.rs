@@ -78,7 +78,12 @@ pub struct JsCertificate {
 /// 127.0.0.1, ::1), for development and for pinning.
 #[napi(catch_unwind)]
 pub fn generate_certificate(names: Option<Vec<String>>) -> napi::Result<JsCertificate> {
-    let names = names.unwrap_or_else(|| crate::tls::DEV_CERT_NAMES.iter().map(|n| n.to_string()).collect());
+    let names = names.unwrap_or_else(|| {
+        crate::tls::DEV_CERT_NAMES
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
+    });
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let identity = crate::tls::Identity::generate_self_signed(&names).into_js()?;
     Ok(JsCertificate {
