@@ -142,9 +142,9 @@ export interface PoolStats {
   created: number
   /** Pooled connections that closed (idle timeout, loss, peer close). */
   closed: number
-  /** Uses served by an open or in-progress connection. */
+  /** Connection look-ups served by an open or in-progress connection (each request is one; a one-way channel is one when its stream opens). */
   hits: number
-  /** Uses that had to dial. */
+  /** Connection look-ups that had to dial. */
   misses: number
 }
 

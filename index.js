@@ -156,15 +156,23 @@ function encodeMessage(msg, name) {
   }
 }
 
+function parsePeerJson(text, what) {
+  try {
+    return JSON.parse(text)
+  } catch (err) {
+    throw new QuicTransportError('ERR_PROTOCOL', `the peer sent ${what} that is not valid JSON (${err.message})`)
+  }
+}
+
 /** A binding event as an AgentMessage. */
 function decodeMessage(event) {
   const msg = {
     id: event.id,
     type: event.type,
-    payload: event.text !== undefined && event.text !== null ? JSON.parse(event.text) : event.data,
+    payload: event.text !== undefined && event.text !== null ? parsePeerJson(event.text, 'a payload') : event.data,
     streamId: event.streamId,
   }
-  if (event.metadata !== undefined && event.metadata !== null) msg.metadata = JSON.parse(event.metadata)
+  if (event.metadata !== undefined && event.metadata !== null) msg.metadata = parsePeerJson(event.metadata, 'metadata')
   return msg
 }
 

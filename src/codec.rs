@@ -156,6 +156,19 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some((kind, message)))
 }
 
+/// Checks that the stream ends here, after the last frame.
+///
+/// # Errors
+/// [`Error::Protocol`] when more bytes follow, [`Error::ConnectionLost`] when the stream
+/// fails.
+pub async fn expect_end<R: AsyncRead + Unpin>(reader: &mut R) -> Result<(), Error> {
+    let mut probe = [0u8; 1];
+    match reader.read(&mut probe).await.map_err(io_error)? {
+        0 => Ok(()),
+        _ => Err(Error::Protocol("bytes follow the frame".into())),
+    }
+}
+
 /// Decodes one frame from a complete buffer (the inverse of [`encode_to_vec`]).
 ///
 /// # Errors

@@ -21,7 +21,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for [`TransportConfig::max_idle_timeout`].
 pub const DEFAULT_MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for [`TransportConfig::max_concurrent_streams`]: ten times quinn's default of
-/// 100, which agent swarms hit (see LESSONS.md on @matrixai/quic).
+/// 100, which agent swarms were seen to hit in other QUIC bindings.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1000;
 /// Default for [`TransportConfig::max_message_bytes`]: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;

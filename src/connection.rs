@@ -1,8 +1,9 @@
 //! One live QUIC connection to a peer ([`Conn`]), what it serves, and how quinn's errors
 //! become this crate's.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use quinn::{ConnectionError, WriteError};
 use tokio::sync::Semaphore;
@@ -37,6 +38,8 @@ pub(crate) struct Conn {
     streams: Semaphore,
     in_flight: AtomicUsize,
     streams_opened: AtomicU64,
+    /// One lock per incoming channel name, held by the stream delivering it.
+    channel_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Marks one operation in flight on a connection while alive.
@@ -67,6 +70,7 @@ impl Conn {
             streams: Semaphore::new(max_streams as usize),
             in_flight: AtomicUsize::new(0),
             streams_opened: AtomicU64::new(0),
+            channel_turns: Mutex::default(),
         })
     }
 
@@ -115,22 +119,34 @@ impl Conn {
     ) -> Result<Message, Error> {
         let _in_flight = self.in_flight();
         let _permit = self.streams.acquire().await.map_err(|_| Error::Closed)?;
-        let (mut send, mut recv) = self.quic.open_bi().await.map_err(connection_error)?;
+        let (send, recv) = self.quic.open_bi().await.map_err(connection_error)?;
         self.streams_opened.fetch_add(1, Ordering::Relaxed);
-        let mut guard = ResetOnDrop(Some(&mut send));
-        let written = guard.stream().write_all_chunks(&mut [head, payload]).await;
-        match written {
+        let mut stream = RequestStream {
+            send,
+            recv,
+            settled: false,
+        };
+        match stream.send.write_all_chunks(&mut [head, payload]).await {
             Ok(()) => {
-                let _ = guard.stream().finish();
+                let _ = stream.send.finish();
             }
             // The peer stopped reading, most likely to refuse the request (too large);
             // its reason is in the reply.
             Err(WriteError::Stopped(_)) => {}
             Err(e) => return Err(write_error(e)),
         }
-        guard.disarm();
-        let reply = codec::read_frame(&mut recv, limit).await;
-        match reply? {
+        let reply = match codec::read_frame(&mut stream.recv, limit).await {
+            Ok(reply) => reply,
+            Err(e @ Error::MessageTooLarge { .. }) => {
+                stream.abandon(app_code::TOO_LARGE);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        // Reading the end of the stream spares quinn a STOP_SENDING for unread data.
+        codec::expect_end(&mut stream.recv).await?;
+        stream.settled = true;
+        match reply {
             Some((FrameKind::Response, message)) => Ok(message),
             Some((FrameKind::Error, message)) => Err(Error::from_remote(
                 &message.kind,
@@ -142,6 +158,22 @@ impl Conn {
             None => Err(Error::Protocol(
                 "the peer closed the stream without a reply".into(),
             )),
+        }
+    }
+
+    fn channel_turn(&self, channel: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.channel_turns.lock().unwrap_or_else(|e| e.into_inner());
+        turns.entry(channel.to_owned()).or_default().clone()
+    }
+
+    /// Forgets a channel's lock once no stream holds or waits for it.
+    fn release_channel_turn(&self, channel: &str) {
+        let mut turns = self.channel_turns.lock().unwrap_or_else(|e| e.into_inner());
+        if turns
+            .get(channel)
+            .is_some_and(|turn| Arc::strong_count(turn) == 1)
+        {
+            turns.remove(channel);
         }
     }
 
@@ -167,22 +199,27 @@ impl Conn {
     }
 }
 
-/// Resets a send stream unless disarmed: a request abandoned mid-write tells the peer.
-struct ResetOnDrop<'a>(Option<&'a mut quinn::SendStream>);
+/// A request's streams. Dropped before the reply was read (timeout, abort, close), it
+/// resets the request and stops the reply with [`app_code::CANCELLED`], so the peer
+/// stops working on it.
+struct RequestStream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    settled: bool,
+}
 
-impl<'a> ResetOnDrop<'a> {
-    fn stream(&mut self) -> &mut quinn::SendStream {
-        self.0.as_mut().expect("armed")
-    }
-    fn disarm(&mut self) {
-        self.0 = None;
+impl RequestStream {
+    fn abandon(&mut self, code: u32) {
+        let _ = self.send.reset(code.into());
+        let _ = self.recv.stop(code.into());
+        self.settled = true;
     }
 }
 
-impl Drop for ResetOnDrop<'_> {
+impl Drop for RequestStream {
     fn drop(&mut self) {
-        if let Some(stream) = self.0.take() {
-            let _ = stream.reset(app_code::CANCELLED.into());
+        if !self.settled {
+            self.abandon(app_code::CANCELLED);
         }
     }
 }
@@ -218,8 +255,23 @@ async fn serve_request(
     mut recv: quinn::RecvStream,
 ) {
     let limit = endpoint.config.max_message_bytes;
-    let reply = match codec::read_frame(&mut recv, limit).await {
-        Ok(Some((FrameKind::Request, request))) => {
+    let request = match codec::read_frame(&mut recv, limit).await {
+        Ok(Some((FrameKind::Request, request))) => match codec::expect_end(&mut recv).await {
+            Ok(()) => Ok(request),
+            Err(e) => Err((request.id, e)),
+        },
+        Ok(Some((kind, message))) => Err((
+            message.id,
+            Error::Protocol(format!(
+                "expected a request on a bidirectional stream, got {kind:?}"
+            )),
+        )),
+        Ok(None) => return,
+        Err(e @ (Error::MessageTooLarge { .. } | Error::Protocol(_))) => Err((String::new(), e)),
+        Err(_) => return,
+    };
+    let reply = match request {
+        Ok(request) => {
             let id = request.id.clone();
             let handled = endpoint.handle_request(request, conn.peer.clone());
             let outcome = tokio::select! {
@@ -233,36 +285,31 @@ async fn serve_request(
                     )))
                 }
             };
-            match outcome {
-                Ok(mut reply) => {
-                    reply.id = id.clone();
-                    match codec::encode(FrameKind::Response, &reply, limit) {
-                        Ok(frame) => Ok(frame),
-                        Err(e) => Err((id, e)),
-                    }
-                }
-                Err(e) => Err((id, e)),
+            match outcome.map(|mut reply| {
+                reply.id = id.clone();
+                codec::encode(FrameKind::Response, &reply, limit)
+            }) {
+                Ok(Ok(frame)) => Ok(frame),
+                Ok(Err(Error::MessageTooLarge { size, limit })) => Err((
+                    id,
+                    Error::RefusedByPeer(format!(
+                        "the reply of {size} bytes exceeds the responder's limit of {limit} bytes"
+                    )),
+                )),
+                Ok(Err(e)) | Err(e) => Err((id, e)),
             }
         }
-        Ok(Some((kind, message))) => Err((
-            message.id,
-            Error::Protocol(format!(
-                "expected a request on a bidirectional stream, got {kind:?}"
-            )),
-        )),
-        Ok(None) => return,
-        Err(e @ Error::MessageTooLarge { .. }) => {
-            let _ = recv.stop(app_code::TOO_LARGE.into());
-            Err((String::new(), e))
+        Err((id, error)) => {
+            let code = match error {
+                Error::MessageTooLarge { .. } => app_code::TOO_LARGE,
+                _ => app_code::PROTOCOL,
+            };
+            let _ = recv.stop(code.into());
+            Err((id, error))
         }
-        Err(e @ Error::Protocol(_)) => {
-            let _ = recv.stop(app_code::PROTOCOL.into());
-            Err((String::new(), e))
-        }
-        Err(_) => return,
     };
     let frame = reply.or_else(|(id, error)| {
-        let mut message = Message::binary(error.code().as_str(), error.to_string().into_bytes());
+        let mut message = Message::binary(error.code().as_str(), error.wire_text().into_bytes());
         message.id = id;
         codec::encode(FrameKind::Error, &message, u64::MAX)
     });
@@ -273,25 +320,39 @@ async fn serve_request(
     }
 }
 
+/// Reads one channel stream. Frames on a stream must all name one channel. While it
+/// delivers, the stream holds that channel's turn, so a later stream of the same
+/// channel (the sender opens one after retiring an idle stream) waits until this one
+/// is done: order holds across streams too.
 async fn serve_channel(endpoint: Arc<Endpoint>, conn: Arc<Conn>, mut recv: quinn::RecvStream) {
     let limit = endpoint.config.max_message_bytes;
-    loop {
-        match codec::read_frame(&mut recv, limit).await {
-            Ok(Some((FrameKind::Message, message))) => {
-                if endpoint.deliver(message, conn.peer.clone()).await.is_err() {
-                    return;
-                }
+    let mut turn: Option<(String, tokio::sync::OwnedMutexGuard<()>)> = None;
+    let stop = loop {
+        let message = match codec::read_frame(&mut recv, limit).await {
+            Ok(Some((FrameKind::Message, message))) => message,
+            Ok(Some(_)) | Err(Error::Protocol(_)) => break Some(app_code::PROTOCOL),
+            Err(Error::MessageTooLarge { .. }) => break Some(app_code::TOO_LARGE),
+            Ok(None) | Err(_) => break None,
+        };
+        match &turn {
+            None => {
+                let name = message.channel_name().to_owned();
+                let guard = conn.channel_turn(&name).lock_owned().await;
+                turn = Some((name, guard));
             }
-            Ok(Some(_)) | Err(Error::Protocol(_)) => {
-                let _ = recv.stop(app_code::PROTOCOL.into());
-                return;
-            }
-            Err(Error::MessageTooLarge { .. }) => {
-                let _ = recv.stop(app_code::TOO_LARGE.into());
-                return;
-            }
-            Ok(None) | Err(_) => return,
+            Some((name, _)) if name != message.channel_name() => break Some(app_code::PROTOCOL),
+            Some(_) => {}
         }
+        if endpoint.deliver(message, conn.peer.clone()).await.is_err() {
+            break None;
+        }
+    };
+    if let Some(code) = stop {
+        let _ = recv.stop(code.into());
+    }
+    if let Some((name, guard)) = turn {
+        drop(guard);
+        conn.release_channel_turn(&name);
     }
 }
 
@@ -318,9 +379,15 @@ fn is_crypto(code: quinn::TransportErrorCode) -> bool {
     (0x100..0x200).contains(&u64::from(code))
 }
 
-fn write_error(error: WriteError) -> Error {
+pub(crate) fn write_error(error: WriteError) -> Error {
     match error {
         WriteError::ConnectionLost(e) => connection_error(e),
+        WriteError::Stopped(code) if code == app_code::TOO_LARGE.into() => {
+            Error::RefusedByPeer("the peer refused a message on this stream as too large".into())
+        }
+        WriteError::Stopped(code) if code == app_code::PROTOCOL.into() => {
+            Error::Protocol("the peer refused a malformed frame on this stream".into())
+        }
         WriteError::Stopped(code) => {
             Error::ConnectionLost(format!("the peer stopped the stream ({code})"))
         }

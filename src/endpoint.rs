@@ -22,7 +22,7 @@ use crate::stats::{ConnectionStats, PoolStats};
 use crate::tls::{self, Identity};
 
 /// How long `close` waits for connections to finish closing before it frees the socket
-/// anyway (quinn's `wait_idle` can otherwise wait for an unreachable peer; LESSONS.md).
+/// anyway: quinn's `wait_idle` can otherwise wait a long time for an unreachable peer.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 pub(crate) struct Endpoint {
@@ -142,9 +142,20 @@ impl Endpoint {
         };
         let this = self.clone();
         let dial_key = key.clone();
-        self.pool
+        let dialled = self
+            .pool
             .get(&key, &self.tasks, move || this.dial(dial_key))
-            .await
+            .await;
+        dialled.map_err(|e| match e {
+            // A listener pushing to an agent that has gone: the agent's address is not a
+            // listener, so dialling it back fails; say what happened instead.
+            e @ (Error::Connect { .. } | Error::Tls(_)) if self.pool.recently_departed(addr) => {
+                Error::ConnectionLost(format!(
+                    "{addr} had connected to this transport and has disconnected; dialling it back failed: {e}"
+                ))
+            }
+            e => e,
+        })
     }
 
     async fn dial(self: Arc<Self>, key: PoolKey) -> Result<Arc<Conn>, Error> {

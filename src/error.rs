@@ -117,8 +117,9 @@ pub enum Error {
         /// The configured `max_message_bytes`.
         limit: u64,
     },
-    /// The peer refused a message because it exceeds the peer's own size limit.
-    #[error("peer refused the message: {0}")]
+    /// A message exceeds the peer's size limit (a request it refused, or a reply it
+    /// could not send).
+    #[error("message too large for the peer: {0}")]
     RefusedByPeer(String),
     /// The peer's handler failed.
     #[error("remote handler failed: {0}")]
@@ -154,6 +155,28 @@ impl Error {
             name: name.into(),
             reason: reason.into(),
         }
+    }
+
+    /// The text an error frame carries: the message without this crate's prefix, so
+    /// the receiving side does not repeat it.
+    pub(crate) fn wire_text(&self) -> String {
+        /// Longest error text put on the wire; keeps error frames small.
+        const MAX: usize = 4096;
+        let mut text = match self {
+            Error::Remote(text) | Error::Protocol(text) | Error::RefusedByPeer(text) => {
+                text.clone()
+            }
+            other => other.to_string(),
+        };
+        if text.len() > MAX {
+            let mut cut = MAX;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        text
     }
 
     /// Rebuilds an error that a peer reported in an error frame.

@@ -22,6 +22,10 @@ use crate::message::Message;
 /// to the first of them.
 const MAX_BATCH: usize = 256;
 
+/// A channel's stream is finished after this long without messages (or the connection's
+/// idle timeout, if shorter), returning its stream credit to the peer.
+const CHANNEL_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
 type Key = (SocketAddr, String);
 
 struct Outgoing {
@@ -115,7 +119,7 @@ pub(crate) async fn settle(waits: Queued) -> Result<(), Error> {
 
 async fn run_writer(endpoint: Arc<Endpoint>, key: Key, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     let mut stream: Option<(Arc<Conn>, quinn::SendStream)> = None;
-    let idle = endpoint.config.max_idle_timeout;
+    let idle = CHANNEL_IDLE.min(endpoint.config.max_idle_timeout);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let next = tokio::select! {
@@ -183,8 +187,5 @@ async fn write_batch(
     }
     send.write_all_chunks(&mut chunks)
         .await
-        .map_err(|e| match e {
-            quinn::WriteError::ConnectionLost(e) => crate::connection::connection_error(e),
-            other => conn.explain(Error::ConnectionLost(other.to_string())),
-        })
+        .map_err(|e| conn.explain(crate::connection::write_error(e)))
 }

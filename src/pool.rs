@@ -7,12 +7,18 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::time::{Duration, Instant};
+
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::connection::Conn;
 use crate::error::Error;
 use crate::stats::PoolStats;
+
+/// How long a departed inbound peer is remembered, and how many at most.
+const DEPARTED_MEMORY: Duration = Duration::from_secs(60);
+const DEPARTED_CAPACITY: usize = 4096;
 
 /// What the pool is keyed by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -35,6 +41,8 @@ enum Slot {
 pub(crate) struct Pool {
     slots: Mutex<HashMap<PoolKey, Slot>>,
     inbound: Mutex<HashMap<SocketAddr, Arc<Conn>>>,
+    /// Peers whose inbound connection closed recently, to explain a failed dial back.
+    departed: Mutex<HashMap<SocketAddr, Instant>>,
     created: AtomicU64,
     closed: AtomicU64,
     hits: AtomicU64,
@@ -131,6 +139,23 @@ impl Pool {
                 inbound.remove(&conn.peer.address);
             }
         }
+        drop(inbound);
+        let mut departed = self.departed.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if departed.len() >= DEPARTED_CAPACITY {
+            departed.retain(|_, at| now.duration_since(*at) < DEPARTED_MEMORY);
+        }
+        if departed.len() < DEPARTED_CAPACITY {
+            departed.insert(conn.peer.address, now);
+        }
+    }
+
+    /// Whether `addr` is a peer that dialled us and disconnected in the last minute.
+    pub(crate) fn recently_departed(&self, addr: SocketAddr) -> bool {
+        let departed = self.departed.lock().unwrap_or_else(|e| e.into_inner());
+        departed
+            .get(&addr)
+            .is_some_and(|at| at.elapsed() < DEPARTED_MEMORY)
     }
 
     fn inbound_for(&self, addr: SocketAddr) -> Option<Arc<Conn>> {

@@ -13,9 +13,10 @@ pub struct PoolStats {
     pub created: u64,
     /// Pooled connections that have closed since start (idle timeout, loss, peer close).
     pub closed: u64,
-    /// Uses served by an open or in-progress connection.
+    /// Connection look-ups served by an open or in-progress connection: each request
+    /// is one, and a one-way channel is one when its stream opens.
     pub hits: u64,
-    /// Uses that had to dial.
+    /// Connection look-ups that had to dial.
     pub misses: u64,
 }
 

@@ -2,7 +2,7 @@
 //! and the rustls configurations built from them.
 //!
 //! The ring crypto provider is passed explicitly to every rustls builder, so nothing
-//! depends on a process-wide default provider being installed (see LESSONS.md).
+//! depends on a process-wide default provider being installed.
 
 use std::fmt;
 use std::sync::Arc;
@@ -266,7 +266,7 @@ pub(crate) fn server_crypto(
         .map_err(|e| Error::invalid("tls.cert", e.to_string()))?;
     config.alpn_protocols = vec![ALPN.to_vec()];
     // max_early_data_size stays 0: rustls accepts only 0 or u32::MAX for QUIC, and the
-    // earlier crate panicked by setting 1 MiB (LESSONS.md).
+    // earlier QUIC crate for agents panicked on its first connection by setting 1 MiB.
     quinn::crypto::rustls::QuicServerConfig::try_from(config).map_err(|e| Error::Tls(e.to_string()))
 }
 

@@ -160,3 +160,85 @@ async fn send_batch_keeps_order_and_refuses_an_oversized_member_whole() {
     client.close().await;
     server.close().await;
 }
+
+#[tokio::test]
+async fn order_holds_when_an_idle_channel_stream_is_replaced_by_a_new_one() {
+    // The receiver is slow, so the sender's idle stream is retired (after the 300 ms idle
+    // timeout) while the receiver still has its messages; the next messages travel on a
+    // new stream and must wait for the old one.
+    let recorder = Recorder {
+        slow_channel: Some(("jobs".into(), Duration::from_millis(150))),
+        ..Recorder::default()
+    };
+    let mut config = agentic_flow_quic::TransportConfig::default();
+    config.max_idle_timeout = Duration::from_millis(300);
+    config.keep_alive = Some(Duration::from_millis(50));
+    let server = server_with(config.clone(), recorder.clone());
+    let mut client_config = trusting(&server);
+    client_config.max_idle_timeout = config.max_idle_timeout;
+    client_config.keep_alive = config.keep_alive;
+    let client = QuicClient::new(client_config).unwrap();
+    let addr = server.local_addr();
+    for i in 0..6u8 {
+        client
+            .send(addr, Message::binary("task", vec![i]).with_channel("jobs"))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 6..12u8 {
+        client
+            .send(addr, Message::binary("task", vec![i]).with_channel("jobs"))
+            .await
+            .unwrap();
+    }
+    let payloads = || {
+        recorder
+            .messages
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(m, _)| m.payload[0])
+            .collect::<Vec<u8>>()
+    };
+    assert!(eventually(Duration::from_secs(10), || payloads().len() == 12).await);
+    assert_eq!(payloads(), (0..12u8).collect::<Vec<_>>());
+    let streams = client.connection_stats()[0].streams_opened;
+    assert!(
+        streams >= 2,
+        "the idle stream was replaced ({streams} streams opened)"
+    );
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn pushing_to_an_agent_that_left_gives_connection_lost() {
+    let recorder = Recorder::default();
+    let server = server(recorder.clone());
+    let client = client_for(&server);
+    client
+        .request(server.local_addr(), Message::binary("task", vec![]))
+        .await
+        .unwrap();
+    let agent = recorder.peers.lock().unwrap()[0].address;
+    client.close().await;
+    let pusher = server.client();
+    assert!(
+        eventually(Duration::from_secs(3), || pusher
+            .connection_stats()
+            .is_empty())
+        .await
+    );
+    let err = pusher
+        .send(agent, Message::binary("coordination", vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        agentic_flow_quic::ErrorCode::ConnectionLost,
+        "{err}"
+    );
+    assert!(err.to_string().contains("disconnected"), "{err}");
+    server.close().await;
+}

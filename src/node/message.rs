@@ -3,7 +3,8 @@
 //! Payloads travel as bytes (`data`) or as JSON text (`text`); the JS layer does the
 //! `JSON.stringify`/`JSON.parse`, so Rust never parses JSON. Bytes from Rust become a
 //! Buffer without a copy; bytes from JS are copied once, on the JS thread, so no
-//! JS-owned memory is ever dropped on a tokio thread (LESSONS.md).
+//! JS-owned memory is ever dropped on a tokio thread (that crashed an earlier quinn
+//! binding for Node).
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, Uint8Array};

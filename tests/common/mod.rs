@@ -15,6 +15,8 @@ use agentic_flow_quic::{
 pub struct Recorder {
     pub messages: Arc<Mutex<Vec<(Message, Peer)>>>,
     pub in_flight: Arc<AtomicUsize>,
+    /// Requests whose handler ran to its end.
+    pub completed: Arc<AtomicUsize>,
     pub max_in_flight: Arc<AtomicUsize>,
     pub peers: Arc<Mutex<Vec<Peer>>>,
     /// Per-message delay for one channel, to make it busy.
@@ -48,6 +50,7 @@ impl Handler for Recorder {
                 }
             };
             me.in_flight.fetch_sub(1, Ordering::SeqCst);
+            me.completed.fetch_add(1, Ordering::SeqCst);
             outcome
         })
     }
