@@ -5,7 +5,38 @@
 // `QuicTransportError`s with a stable `code`, wires AbortSignal, and decides when the
 // transport keeps the Node process alive.
 
-const { NativeTransport, generateCertificate: nativeGenerateCertificate } = require('./binding.js')
+const { NativeTransport, generateCertificate: nativeGenerateCertificate } = loadBinding()
+
+/** The platform package this machine needs, e.g. `agentic-flow-quic-linux-x64-gnu`. */
+function platformPackage() {
+  let abi = ''
+  if (process.platform === 'linux') {
+    const report = typeof process.report?.getReport === 'function' ? process.report.getReport() : null
+    abi = report && report.header && report.header.glibcVersionRuntime ? '-gnu' : '-musl'
+  } else if (process.platform === 'win32') {
+    abi = '-msvc'
+  }
+  return `agentic-flow-quic-${process.platform}-${process.arch}${abi}`
+}
+
+function loadBinding() {
+  try {
+    return require('./binding.js')
+  } catch (cause) {
+    const { optionalDependencies = {} } = require('./package.json')
+    const wanted = platformPackage()
+    const supported = Object.keys(optionalDependencies).join(', ') || 'see the README'
+    const err = new Error(
+      `agentic-flow-quic: no native binary for this platform. Install ${wanted} (npm install ${wanted}): ` +
+        'it is an optional dependency, which npm skips with --omit=optional, or when the lockfile ' +
+        `was made on another platform. Prebuilt packages: ${supported}. ` +
+        'Elsewhere, build from source with Rust: npm run build.',
+      { cause },
+    )
+    err.code = 'ERR_NATIVE_BINDING_MISSING'
+    throw err
+  }
+}
 
 /** Every `err.code` a rejection can carry. */
 const ERROR_CODES = Object.freeze([

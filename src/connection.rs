@@ -135,16 +135,23 @@ impl Conn {
             Err(WriteError::Stopped(_)) => {}
             Err(e) => return Err(write_error(e)),
         }
-        let reply = match codec::read_frame(&mut stream.recv, limit).await {
+        let read = async {
+            let reply = codec::read_frame(&mut stream.recv, limit).await?;
+            // Reading the end of the stream spares quinn a STOP_SENDING for unread data.
+            codec::expect_end(&mut stream.recv).await?;
+            Ok(reply)
+        };
+        let reply = match read.await {
             Ok(reply) => reply,
-            Err(e @ Error::MessageTooLarge { .. }) => {
-                stream.abandon(app_code::TOO_LARGE);
+            Err(e) => {
+                match e {
+                    Error::MessageTooLarge { .. } => stream.abandon(app_code::TOO_LARGE),
+                    Error::Protocol(_) => stream.abandon(app_code::PROTOCOL),
+                    _ => {}
+                }
                 return Err(e);
             }
-            Err(e) => return Err(e),
         };
-        // Reading the end of the stream spares quinn a STOP_SENDING for unread data.
-        codec::expect_end(&mut stream.recv).await?;
         stream.settled = true;
         match reply {
             Some((FrameKind::Response, message)) => Ok(message),
@@ -255,11 +262,20 @@ async fn serve_request(
     mut recv: quinn::RecvStream,
 ) {
     let limit = endpoint.config.max_message_bytes;
-    let request = match codec::read_frame(&mut recv, limit).await {
-        Ok(Some((FrameKind::Request, request))) => match codec::expect_end(&mut recv).await {
-            Ok(()) => Ok(request),
-            Err(e) => Err((request.id, e)),
-        },
+    // A requester that never finishes its stream gets no more than the request timeout.
+    let read = async {
+        let frame = codec::read_frame(&mut recv, limit).await?;
+        if matches!(frame, Some((FrameKind::Request, _))) {
+            codec::expect_end(&mut recv).await?;
+        }
+        Ok(frame)
+    };
+    let Ok(read) = tokio::time::timeout(endpoint.config.request_timeout, read).await else {
+        let _ = recv.stop(app_code::CANCELLED.into());
+        return;
+    };
+    let request = match read {
+        Ok(Some((FrameKind::Request, request))) => Ok(request),
         Ok(Some((kind, message))) => Err((
             message.id,
             Error::Protocol(format!(
