@@ -12,32 +12,35 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 /** The raw transport. Use `QuicTransport` from the package instead. */
 export declare class NativeTransport {
   /**
-   * Binds the socket (and listens when `options.listen` is set). `onRequests` and
-   * `onMessages` receive arrays of incoming events.
+   * Binds the socket (and listens when `options.listen` is set). `onEvents` receives
+   * every event as a batch Buffer (see `events.rs`).
    */
-  static create(options: JsTransportOptions, onRequests: (arg: Array<JsIncoming>) => unknown, onMessages: (arg: Array<JsIncoming>) => unknown): NativeTransport
+  static create(options: JsTransportOptions, onEvents: (arg: Buffer) => unknown): NativeTransport
   /** The listening address, or null for a dial-only transport. */
   get address(): JsAddress | null
   /** `sha256/…` of this transport's certificate. */
   get fingerprint(): string
+  /** The configured `maxMessageBytes`. */
+  get maxMessageBytes(): number
   /**
    * Whether JS handles requests and messages (else requests fail and messages queue
    * for `receive`).
    */
   setHandlers(requests: boolean, messages: boolean): void
-  /** A token for `request(…, cancelToken)`; `cancel(token)` aborts that request. */
-  cancelToken(): number
+  /**
+   * Carries out a batch of commands (see `commands.rs`). Outcomes arrive as events.
+   *
+   * # Errors
+   * Throws `[ERR_PROTOCOL]` when the batch does not parse; then none of the commands
+   * after the bad one ran.
+   */
+  submit(batch: Uint8Array): void
   /** Aborts the request started with `token` (no-op if it already settled). */
   cancel(token: number): void
   connect(addr: string): Promise<undefined>
-  request(addr: string, id: string | undefined | null, kind: string, streamId?: string | undefined | null, text?: string | undefined | null, data?: Uint8Array | undefined | null, metadata?: string | undefined | null, timeoutMs?: number | undefined | null, cancelToken?: number | undefined | null): Promise<JsIncoming>
-  send(addr: string, id: string | undefined | null, kind: string, streamId?: string | undefined | null, text?: string | undefined | null, data?: Uint8Array | undefined | null, metadata?: string | undefined | null): Promise<undefined>
-  sendBatch(addr: string, messages: Array<JsOutgoing>): Promise<undefined>
   receive(addr?: string | undefined | null, streamId?: string | undefined | null): Promise<JsIncoming>
-  /** Answers the request `token`: a reply (`error` absent) or a failure (`error`). */
-  respond(token: number, kind: string, text?: string | undefined | null, data?: Uint8Array | undefined | null, metadata?: string | undefined | null, error?: string | undefined | null): void
   stats(): JsStats
-  /** Closes everything; pending calls reject with `ERR_CLOSED`. Idempotent. */
+  /** Closes everything; pending calls fail with `ERR_CLOSED`. Idempotent. */
   close(): Promise<undefined>
 }
 
@@ -72,10 +75,7 @@ export interface JsConnectionStats {
   streamsOpened: number
 }
 
-/**
- * A message arriving in JS: a request (with a `token` to answer it), a reply, or a
- * one-way message.
- */
+/** A one-way message pulled with `receive()`. */
 export interface JsIncoming {
   id: string
   type: string
@@ -86,26 +86,14 @@ export interface JsIncoming {
   text?: string
   /** Metadata, as JSON text. */
   metadata?: string
-  peerAddress?: string
+  peerAddress: string
   peerFingerprint?: string
-  /** For requests: pass it to `respond`. */
-  token?: number
 }
 
 /** `listen` options. */
 export interface JsListenOptions {
   host?: string
   port?: number
-}
-
-/** A message leaving JS (the members of `sendBatch`). */
-export interface JsOutgoing {
-  id?: string
-  type: string
-  streamId?: string
-  data?: Uint8Array
-  text?: string
-  metadata?: string
 }
 
 /** Pool counters (u64 counters as JS numbers; exact below 2^53). */

@@ -1,9 +1,13 @@
 'use strict'
 // The public JS API: `QuicTransport`, a thin layer over the generated binding
-// (`binding.js`, never edited by hand). It turns AgentMessages into the binding's flat
-// arguments (JSON is stringified and parsed here, never in Rust), maps native errors to
-// `QuicTransportError`s with a stable `code`, wires AbortSignal, and decides when the
-// transport keeps the Node process alive.
+// (`binding.js`, never edited by hand). It encodes AgentMessages as wire frames (JSON is
+// stringified and parsed here, never in Rust), crosses into Rust once per tick with all
+// of that tick's requests, sends and replies (wire.js), settles promises from the event
+// batches Rust sends back, maps failures to `QuicTransportError`s with a stable `code`,
+// wires AbortSignal, and decides when the transport keeps the Node process alive.
+
+const { randomBytes } = require('node:crypto')
+const { BatchWriter, Command, Kind, readEvents } = require('./wire.js')
 
 const { NativeTransport, generateCertificate: nativeGenerateCertificate } = loadBinding()
 
@@ -170,17 +174,22 @@ function encodeMetadata(metadata, name) {
   }
 }
 
-/** An AgentMessage as the binding's flat fields. */
-function encodeMessage(msg, name) {
+// Ids for messages that have none: a random prefix per process, then a counter.
+const ID_PREFIX = randomBytes(8).toString('hex')
+let idCounter = 0
+const nextId = () => `${ID_PREFIX}-${(idCounter++).toString(16)}`
+
+/** An AgentMessage as the parts of a frame: { id, type, streamId, text | data, metadata }. */
+function prepareMessage(msg, name) {
   if (msg === null || typeof msg !== 'object') throw invalidArg(`invalid ${name}: expected an AgentMessage object`)
   if (typeof msg.type !== 'string' || msg.type === '') {
     throw invalidArg(`invalid ${name}.type: expected a non-empty string`)
   }
   const { text, data } = encodePayload(msg.payload, `${name}.payload`)
   return {
-    id: optionalString(msg.id, `${name}.id`),
+    id: optionalString(msg.id, `${name}.id`) || nextId(),
     type: msg.type,
-    streamId: optionalString(msg.streamId, `${name}.streamId`),
+    streamId: optionalString(msg.streamId, `${name}.streamId`) || '',
     text,
     data,
     metadata: encodeMetadata(msg.metadata, `${name}.metadata`),
@@ -195,8 +204,22 @@ function parsePeerJson(text, what) {
   }
 }
 
-/** A binding event as an AgentMessage. */
-function decodeMessage(event) {
+/** A frame of an event batch as an AgentMessage (binary payloads are views, not copies). */
+function frameMessage(buf, frame) {
+  const msg = {
+    id: frame.id,
+    type: frame.type,
+    payload: frame.json
+      ? parsePeerJson(buf.toString('utf8', frame.payloadStart, frame.payloadEnd), 'a payload')
+      : buf.subarray(frame.payloadStart, frame.payloadEnd),
+    streamId: frame.streamId || 'default',
+  }
+  if (frame.metadata !== undefined) msg.metadata = parsePeerJson(frame.metadata, 'metadata')
+  return msg
+}
+
+/** A `receive()` result (the binding's object form) as an AgentMessage. */
+function incomingMessage(event) {
   const msg = {
     id: event.id,
     type: event.type,
@@ -204,13 +227,10 @@ function decodeMessage(event) {
     streamId: event.streamId,
   }
   if (event.metadata !== undefined && event.metadata !== null) msg.metadata = parsePeerJson(event.metadata, 'metadata')
-  return msg
-}
-
-function peerOf(event) {
   const peer = { address: event.peerAddress }
   if (event.peerFingerprint) peer.fingerprint = event.peerFingerprint
-  return peer
+  msg.peer = peer
+  return msg
 }
 
 function reportHandlerError(err) {
@@ -220,18 +240,47 @@ function reportHandlerError(err) {
   })
 }
 
+const closedError = () => new QuicTransportError('ERR_CLOSED', 'transport closed')
+const abortedError = () => new QuicTransportError('ERR_ABORTED', 'operation aborted')
+const MAX_TIMEOUT_MS = 86_400_000
+
 const CREATE = Symbol('create')
-// Keeps the event loop alive while a transport listens or has handlers, as an open
-// net.Server or a socket with a 'data' listener would. Never fires.
+// A timer that never fires, ref'd while the transport must keep the event loop alive:
+// while it listens or has handlers (as an open net.Server or a socket with a 'data'
+// listener would), and while calls are in flight. Toggling ref() is cheap.
 const KEEP_ALIVE_MS = 2 ** 31 - 1
 
 class QuicTransport {
   #native
+  #maxMessageBytes
   #requestHandler = null
   #messageHandler = null
   #keepAlive = null
   #closing = null
   #listening
+  // Calls in flight: token -> { resolve, reject, reply }.
+  #pending = new Map()
+  #nextToken = 1
+  // This tick's commands, submitted in one crossing on process.nextTick.
+  #writer = new BatchWriter()
+  #batchTokens = []
+  #flushScheduled = false
+  #flush = () => this.#submit()
+  #sink = {
+    reply: (token, buf, frame) => {
+      const call = this.#take(token)
+      if (!call) return
+      try {
+        call.resolve(frameMessage(buf, frame))
+      } catch (err) {
+        call.reject(err)
+      }
+    },
+    failed: (token, code, message) => this.#take(token)?.reject(new QuicTransportError(code, message)),
+    sent: (token) => this.#take(token)?.resolve(),
+    request: (token, buf, frame, peer) => this.#answer(token, buf, frame, peer),
+    message: (buf, frame, peer) => this.#deliver(buf, frame, peer),
+  }
 
   /**
    * Creates a transport: one UDP socket that listens (with `options.listen`), dials, or
@@ -240,17 +289,12 @@ class QuicTransport {
   static async create(options = {}) {
     const parsed = parseOptions(options)
     let transport
-    const native = (() => {
-      try {
-        return NativeTransport.create(
-          parsed,
-          (events) => transport.#dispatchRequests(events),
-          (events) => transport.#dispatchMessages(events),
-        )
-      } catch (err) {
-        throw fromNative(err)
-      }
-    })()
+    let native
+    try {
+      native = NativeTransport.create(parsed, (batch) => transport.#onEvents(batch))
+    } catch (err) {
+      throw fromNative(err)
+    }
     transport = new QuicTransport(CREATE, native, parsed.listen !== undefined)
     return transport
   }
@@ -258,6 +302,7 @@ class QuicTransport {
   constructor(token, native, listening) {
     if (token !== CREATE) throw new TypeError('use QuicTransport.create(options)')
     this.#native = native
+    this.#maxMessageBytes = native.maxMessageBytes
     this.#listening = listening
     this.#updateKeepAlive()
   }
@@ -304,6 +349,7 @@ class QuicTransport {
   /** Opens (or reuses) the pooled connection to `addr` and waits for the handshake. */
   async connect(addr) {
     checkAddr(addr)
+    if (this.#closing) throw closedError()
     try {
       await this.#native.connect(addr)
     } catch (err) {
@@ -312,48 +358,83 @@ class QuicTransport {
   }
 
   /** Sends a request and resolves to the reply AgentMessage. */
-  async request(addr, msg, options = {}) {
-    checkAddr(addr)
-    const m = encodeMessage(msg, 'msg')
-    if (options === null || typeof options !== 'object') throw invalidArg('invalid options: expected an object')
-    const { timeoutMs, signal } = options
-    if (timeoutMs !== undefined && typeof timeoutMs !== 'number') throw invalidArg('invalid timeoutMs: expected a number')
-    if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArg('invalid signal: expected an AbortSignal')
-    if (signal?.aborted) throw new QuicTransportError('ERR_ABORTED', 'operation aborted')
-    const native = this.#native
-    const token = signal ? native.cancelToken() : undefined
-    const onAbort = () => native.cancel(token)
-    signal?.addEventListener('abort', onAbort, { once: true })
+  request(addr, msg, options = {}) {
     try {
-      const reply = await native.request(addr, m.id, m.type, m.streamId, m.text, m.data, m.metadata, timeoutMs, token)
-      return decodeMessage(reply)
+      checkAddr(addr)
+      const m = prepareMessage(msg, 'msg')
+      if (options === null || typeof options !== 'object') throw invalidArg('invalid options: expected an object')
+      const { timeoutMs, signal } = options
+      if (
+        timeoutMs !== undefined &&
+        (typeof timeoutMs !== 'number' || !(timeoutMs > 0) || timeoutMs > MAX_TIMEOUT_MS)
+      ) {
+        throw invalidArg(`invalid timeoutMs: ${timeoutMs} is not a number of milliseconds above 0 and at most ${MAX_TIMEOUT_MS}`)
+      }
+      if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArg('invalid signal: expected an AbortSignal')
+      if (this.#closing) throw closedError()
+      if (signal?.aborted) throw abortedError()
+      const token = this.#token()
+      const w = this.#writer
+      const start = w.len
+      w.ensure(16)
+      w.u8(Command.REQUEST)
+      w.u32(token)
+      w.u8(signal ? 1 : 0)
+      w.u32(timeoutMs === undefined ? 0 : Math.ceil(timeoutMs))
+      this.#writeFrame(start, () => w.text16(addr, 'addr'), Kind.REQUEST, m)
+      const promise = this.#expect(token)
+      if (signal) {
+        const onAbort = () => {
+          const call = this.#take(token)
+          if (!call) return
+          this.#native.cancel(token)
+          call.reject(abortedError())
+        }
+        signal.addEventListener('abort', onAbort, { once: true })
+        const cleanup = () => signal.removeEventListener('abort', onAbort)
+        promise.then(cleanup, cleanup)
+      }
+      return promise
     } catch (err) {
-      throw fromNative(err)
-    } finally {
-      signal?.removeEventListener('abort', onAbort)
+      return Promise.reject(err)
     }
   }
 
   /** Sends a one-way message; resolves once QUIC has taken it. */
-  async send(addr, msg) {
-    checkAddr(addr)
-    const m = encodeMessage(msg, 'msg')
+  send(addr, msg) {
     try {
-      await this.#native.send(addr, m.id, m.type, m.streamId, m.text, m.data, m.metadata)
+      checkAddr(addr)
+      const m = prepareMessage(msg, 'msg')
+      if (this.#closing) throw closedError()
+      return this.#queueSend(addr, m)
     } catch (err) {
-      throw fromNative(err)
+      return Promise.reject(err)
     }
   }
 
-  /** Sends several one-way messages in order, crossing into Rust once. */
-  async sendBatch(addr, msgs) {
-    checkAddr(addr)
-    if (!Array.isArray(msgs)) throw invalidArg('invalid msgs: expected an array of AgentMessages')
-    const batch = msgs.map((msg, i) => encodeMessage(msg, `msgs[${i}]`))
+  /** Sends several one-way messages in order; refused whole if one is invalid or too large. */
+  sendBatch(addr, msgs) {
     try {
-      await this.#native.sendBatch(addr, batch)
+      checkAddr(addr)
+      if (!Array.isArray(msgs)) throw invalidArg('invalid msgs: expected an array of AgentMessages')
+      const prepared = msgs.map((msg, i) => prepareMessage(msg, `msgs[${i}]`))
+      if (this.#closing) throw closedError()
+      const w = this.#writer
+      const start = w.len
+      const tokens = this.#batchTokens.length
+      const sent = []
+      try {
+        for (const m of prepared) sent.push(this.#queueSend(addr, m))
+      } catch (err) {
+        // Take back what this call queued.
+        w.len = start
+        for (const token of this.#batchTokens.splice(tokens)) this.#pending.delete(token)
+        for (const p of sent) p.catch(() => {})
+        throw err
+      }
+      return Promise.all(sent).then(() => undefined)
     } catch (err) {
-      throw fromNative(err)
+      return Promise.reject(err)
     }
   }
 
@@ -362,10 +443,7 @@ class QuicTransport {
     if (addr !== undefined && addr !== null) checkAddr(addr)
     optionalString(streamId, 'streamId')
     try {
-      const event = await this.#native.receive(addr ?? undefined, streamId ?? undefined)
-      const msg = decodeMessage(event)
-      msg.peer = peerOf(event)
-      return msg
+      return incomingMessage(await this.#native.receive(addr ?? undefined, streamId ?? undefined))
     } catch (err) {
       throw fromNative(err)
     }
@@ -384,12 +462,97 @@ class QuicTransport {
     if (!this.#closing) {
       this.#requestHandler = null
       this.#messageHandler = null
-      this.#closing = this.#native.close().catch((err) => {
-        throw fromNative(err)
-      })
+      // What this tick already queued goes out first, as with socket.end().
+      this.#submit()
+      this.#closing = this.#native
+        .close()
+        .catch((err) => {
+          throw fromNative(err)
+        })
+        .finally(() => {
+          for (const token of [...this.#pending.keys()]) this.#take(token).reject(closedError())
+          this.#updateKeepAlive()
+        })
       this.#updateKeepAlive()
     }
     return this.#closing
+  }
+
+  #token() {
+    const token = this.#nextToken
+    this.#nextToken = token >= 0xffffffff ? 1 : token + 1
+    return token
+  }
+
+  #expect(token) {
+    const promise = new Promise((resolve, reject) => this.#pending.set(token, { resolve, reject }))
+    if (this.#pending.size === 1) this.#updateKeepAlive()
+    return promise
+  }
+
+  #take(token) {
+    const call = this.#pending.get(token)
+    if (call) {
+      this.#pending.delete(token)
+      if (this.#pending.size === 0) this.#updateKeepAlive()
+    }
+    return call
+  }
+
+  #queueSend(addr, m) {
+    const w = this.#writer
+    const start = w.len
+    const token = this.#token()
+    w.ensure(8)
+    w.u8(Command.SEND)
+    w.u32(token)
+    this.#writeFrame(start, () => w.text16(addr, 'addr'), Kind.MESSAGE, m)
+    return this.#expect(token)
+  }
+
+  /** Writes a command's address and frame; undoes the command if the frame is refused. */
+  #writeFrame(start, writeAddress, kind, m) {
+    const w = this.#writer
+    let size
+    try {
+      writeAddress()
+      size = w.frame(kind, m)
+    } catch (err) {
+      w.len = start
+      throw err instanceof RangeError ? invalidArg(`invalid msg: ${err.message}`) : err
+    }
+    if (size > this.#maxMessageBytes) {
+      w.len = start
+      throw new QuicTransportError(
+        'ERR_MESSAGE_TOO_LARGE',
+        `message of ${size} bytes exceeds the limit of ${this.#maxMessageBytes} bytes`,
+      )
+    }
+    this.#batchTokens.push(w.buf.readUInt32BE(start + 1))
+    this.#schedule()
+  }
+
+  #schedule() {
+    if (this.#flushScheduled) return
+    this.#flushScheduled = true
+    process.nextTick(this.#flush)
+  }
+
+  /** Hands this tick's commands to Rust in one call. */
+  #submit() {
+    this.#flushScheduled = false
+    const w = this.#writer
+    if (w.len === 0) return
+    const tokens = this.#batchTokens
+    this.#batchTokens = []
+    try {
+      this.#native.submit(w.view())
+    } catch (err) {
+      const error = fromNative(err, 'ERR_PROTOCOL')
+      for (const token of tokens) this.#take(token)?.reject(error)
+    } finally {
+      w.reset()
+    }
   }
 
   #syncHandlers() {
@@ -399,47 +562,58 @@ class QuicTransport {
   }
 
   #updateKeepAlive() {
-    const wanted =
-      !this.#closing && (this.#listening || this.#requestHandler !== null || this.#messageHandler !== null)
-    if (wanted && !this.#keepAlive) this.#keepAlive = setInterval(() => {}, KEEP_ALIVE_MS)
-    if (!wanted && this.#keepAlive) {
-      clearInterval(this.#keepAlive)
+    if (this.#closing && this.#pending.size === 0) {
+      if (this.#keepAlive) clearInterval(this.#keepAlive)
       this.#keepAlive = null
+      return
+    }
+    const wanted =
+      this.#pending.size > 0 ||
+      (!this.#closing && (this.#listening || this.#requestHandler !== null || this.#messageHandler !== null))
+    if (!this.#keepAlive) {
+      if (!wanted) return
+      this.#keepAlive = setInterval(() => {}, KEEP_ALIVE_MS)
+    }
+    if (wanted !== this.#keepAlive.hasRef()) {
+      if (wanted) this.#keepAlive.ref()
+      else this.#keepAlive.unref()
     }
   }
 
-  #dispatchRequests(events) {
-    for (const event of events) this.#answer(event)
+  #onEvents(batch) {
+    readEvents(batch, this.#sink)
   }
 
-  async #answer(event) {
-    const native = this.#native
+  /** Runs the request handler and queues the reply (or the failure) for `token`. */
+  async #answer(token, buf, frame, peer) {
+    let reply
     try {
       const handler = this.#requestHandler
       if (!handler) throw new Error('this peer has no request handler (onRequest)')
-      const payload = await handler(decodeMessage(event), peerOf(event))
+      const payload = await handler(frameMessage(buf, frame), peer)
       const { text, data } = encodePayload(payload, 'reply')
-      native.respond(event.token, 'response', text, data, undefined, undefined)
+      reply = { kind: Kind.RESPONSE, m: { id: '', type: 'response', streamId: '', text, data, metadata: undefined } }
     } catch (err) {
       const message = err && typeof err.message === 'string' ? err.message : String(err)
-      try {
-        native.respond(event.token, 'error', undefined, undefined, undefined, message)
-      } catch {
-        // The transport closed meanwhile; the requester has already been told.
-      }
+      reply = { kind: Kind.ERROR, m: { id: '', type: 'ERR_REMOTE', streamId: '', data: Buffer.from(message), metadata: undefined } }
     }
+    if (this.#closing) return
+    const w = this.#writer
+    w.ensure(5)
+    w.u8(Command.RESPOND)
+    w.u32(token)
+    w.frame(reply.kind, reply.m)
+    this.#schedule()
   }
 
-  #dispatchMessages(events) {
+  #deliver(buf, frame, peer) {
     const handler = this.#messageHandler
-    for (const event of events) {
-      if (!handler) continue
-      try {
-        const result = handler(decodeMessage(event), peerOf(event))
-        if (result && typeof result.then === 'function') result.then(undefined, reportHandlerError)
-      } catch (err) {
-        reportHandlerError(err)
-      }
+    if (!handler) return
+    try {
+      const result = handler(frameMessage(buf, frame), peer)
+      if (result && typeof result.then === 'function') result.then(undefined, reportHandlerError)
+    } catch (err) {
+      reportHandlerError(err)
     }
   }
 }

@@ -52,7 +52,7 @@ test('npm/<platform>/package.json exists for exactly napi.targets, in step with 
 })
 
 test('the main package ships only what runs', () => {
-  assert.deepEqual([...manifest.files].sort(), ['binding.d.ts', 'binding.js', 'index.d.ts', 'index.js', 'index.mjs'])
+  assert.deepEqual([...manifest.files].sort(), ['binding.d.ts', 'binding.js', 'index.d.ts', 'index.js', 'index.mjs', 'wire.js'])
   const { stdout } = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8' })
   const files = JSON.parse(stdout)[0].files.map((f) => f.path)
   const leaked = files.filter((f) => /^(src|tests|__test__|target|benches|examples|scripts|npm)\/|\.rs$|Cargo|\.node$/.test(f))
@@ -79,6 +79,7 @@ test('index.d.ts passes tsc --strict on a typed use of the whole API', () => {
 test('a missing native binary gives an error naming the package to install', () => {
   const dir = mkdtempSync(join(tmpdir(), 'afq-missing-'))
   cpSync(join(root, 'index.js'), join(dir, 'index.js'))
+  cpSync(join(root, 'wire.js'), join(dir, 'wire.js'))
   cpSync(join(root, 'package.json'), join(dir, 'package.json'))
   // A loader that finds no binary, as on a platform whose package npm skipped.
   writeFileSync(join(dir, 'binding.js'), "throw new Error('Cannot find native binding.')\n")

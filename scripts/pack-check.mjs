@@ -57,7 +57,7 @@ try {
   const native = pack(stage, work)
   report('main package', main)
   report('platform package', native)
-  for (const required of ['index.js', 'index.mjs', 'index.d.ts', 'binding.js', 'package.json', 'LICENSE']) {
+  for (const required of ['index.js', 'index.mjs', 'index.d.ts', 'wire.js', 'binding.js', 'package.json', 'LICENSE']) {
     if (!main.files.includes(required)) throw new Error(`main package lacks ${required}`)
   }
   if (!native.files.includes(binary)) throw new Error(`platform package lacks ${binary}`)

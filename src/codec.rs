@@ -169,6 +169,55 @@ pub async fn expect_end<R: AsyncRead + Unpin>(reader: &mut R) -> Result<(), Erro
     }
 }
 
+/// A frame found inside a larger buffer by [`take_frame`].
+#[derive(Debug)]
+pub(crate) struct TakenFrame {
+    pub(crate) kind: FrameKind,
+    /// The decoded message; its payload is a slice of the buffer (no copy).
+    pub(crate) message: Message,
+    /// The frame's header and fields as they are on the wire (a slice of the buffer).
+    pub(crate) head: Bytes,
+    /// Bytes the frame occupies in the buffer.
+    pub(crate) len: usize,
+}
+
+/// Decodes the frame that starts at `at` in `buf`, without copying its payload.
+///
+/// # Errors
+/// [`Error::MessageTooLarge`] over `limit`; [`Error::Protocol`] when malformed or cut.
+pub(crate) fn take_frame(buf: &Bytes, at: usize, limit: u64) -> Result<TakenFrame, Error> {
+    let rest = buf.get(at..).unwrap_or_default();
+    let header: &[u8; HEADER_LEN] = rest
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| Error::Protocol("frame shorter than its header".into()))?;
+    let (kind, json, fields_len, payload_len) = parse_header(header)?;
+    let size = fields_len as u64 + payload_len as u64;
+    if size > limit {
+        return Err(Error::MessageTooLarge { size, limit });
+    }
+    let fields_end = HEADER_LEN + fields_len as usize;
+    let end = fields_end + payload_len as usize;
+    if rest.len() < end {
+        return Err(Error::Protocol(
+            "frame runs past the end of its buffer".into(),
+        ));
+    }
+    let mut message = parse_fields(&rest[HEADER_LEN..fields_end])?;
+    message.payload = buf.slice(at + fields_end..at + end);
+    message.encoding = if json {
+        Encoding::Json
+    } else {
+        Encoding::Binary
+    };
+    Ok(TakenFrame {
+        kind,
+        message,
+        head: buf.slice(at..at + fields_end),
+        len: end,
+    })
+}
+
 /// Decodes one frame from a complete buffer (the inverse of [`encode_to_vec`]).
 ///
 /// # Errors

@@ -238,6 +238,21 @@ impl Endpoint {
         message.ensure_id();
         let limit = self.config.max_message_bytes;
         let (head, payload) = codec::encode(FrameKind::Request, &message, limit)?;
+        self.request_encoded(addr, head, payload, timeout).await
+    }
+
+    /// [`Endpoint::request`] for a request frame encoded already (its size checked).
+    pub(crate) async fn request_encoded(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        head: bytes::Bytes,
+        payload: bytes::Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<Message, Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let limit = self.config.max_message_bytes;
         let deadline = timeout.unwrap_or(self.config.request_timeout);
         let exchange = async {
             let conn = self.connection(addr).await?;
@@ -261,7 +276,11 @@ impl Endpoint {
         let queued = if self.is_closed() {
             Err(Error::Closed)
         } else {
-            self.outbox.enqueue(self, addr, messages)
+            outbox::encode_all(messages, self.config.max_message_bytes).map(|frames| {
+                let (frames, waits) = outbox::with_oneshots(frames);
+                self.outbox.enqueue(self, addr, frames);
+                waits
+            })
         };
         async move { outbox::settle(queued?).await }
     }

@@ -28,10 +28,21 @@ const CHANNEL_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 type Key = (SocketAddr, String);
 
+/// Told how the writing of one message ended.
+pub(crate) type Completion = Box<dyn FnOnce(Result<(), Error>) + Send>;
+
+/// One encoded message for a channel, and who to tell when QUIC has taken it.
+pub(crate) struct OutgoingFrame {
+    pub(crate) channel: String,
+    pub(crate) head: Bytes,
+    pub(crate) payload: Bytes,
+    pub(crate) done: Completion,
+}
+
 struct Outgoing {
     head: Bytes,
     payload: Bytes,
-    done: oneshot::Sender<Result<(), Error>>,
+    done: Completion,
 }
 
 /// The writers, by (peer, channel).
@@ -43,28 +54,60 @@ pub(crate) struct Outbox {
 /// Resolves when QUIC has taken every message of one `send`/`send_batch` call.
 pub(crate) type Queued = Vec<oneshot::Receiver<Result<(), Error>>>;
 
+/// Encodes messages as frames (ids filled in), or refuses all if one is invalid.
+pub(crate) fn encode_all(
+    messages: Vec<Message>,
+    limit: u64,
+) -> Result<Vec<(String, Bytes, Bytes)>, Error> {
+    messages
+        .into_iter()
+        .map(|mut message| {
+            message.ensure_id();
+            let (head, payload) = codec::encode(FrameKind::Message, &message, limit)?;
+            Ok((message.channel_name().to_owned(), head, payload))
+        })
+        .collect()
+}
+
+/// Gives each frame a oneshot completion, returning the receivers.
+pub(crate) fn with_oneshots(frames: Vec<(String, Bytes, Bytes)>) -> (Vec<OutgoingFrame>, Queued) {
+    frames
+        .into_iter()
+        .map(|(channel, head, payload)| {
+            let (tx, rx) = oneshot::channel();
+            let done: Completion = Box::new(move |result| {
+                let _ = tx.send(result);
+            });
+            (
+                OutgoingFrame {
+                    channel,
+                    head,
+                    payload,
+                    done,
+                },
+                rx,
+            )
+        })
+        .unzip()
+}
+
 impl Outbox {
-    /// Encodes and queues `messages` for `addr`, in order.
-    ///
-    /// # Errors
-    /// Nothing is queued when any message is invalid or too large.
+    /// Queues encoded frames for `addr`, in order. Synchronous, so the order of calls is
+    /// the order on the wire.
     pub(crate) fn enqueue(
         &self,
         endpoint: &Arc<Endpoint>,
         addr: SocketAddr,
-        messages: Vec<Message>,
-    ) -> Result<Queued, Error> {
-        let limit = endpoint.config.max_message_bytes;
-        let mut encoded = Vec::with_capacity(messages.len());
-        for mut message in messages {
-            message.ensure_id();
-            let (head, payload) = codec::encode(FrameKind::Message, &message, limit)?;
-            encoded.push((message.channel_name().to_owned(), head, payload));
-        }
-        let mut waits = Vec::with_capacity(encoded.len());
+        frames: Vec<OutgoingFrame>,
+    ) {
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-        for (channel, head, payload) in encoded {
-            let (done, wait) = oneshot::channel();
+        for OutgoingFrame {
+            channel,
+            head,
+            payload,
+            done,
+        } in frames
+        {
             let key = (addr, channel);
             let writer = writers.entry(key.clone()).or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -73,16 +116,16 @@ impl Outbox {
                     .spawn(run_writer(endpoint.clone(), key.clone(), rx));
                 tx
             });
-            // A writer only exits after removing itself under this lock, or at shutdown,
-            // when the failed send drops `done` and the caller sees `Closed`.
-            let _ = writer.send(Outgoing {
+            // A writer only exits after removing itself under this lock, or at shutdown;
+            // then the message comes back here and is failed as closed.
+            if let Err(mpsc::error::SendError(outgoing)) = writer.send(Outgoing {
                 head,
                 payload,
                 done,
-            });
-            waits.push(wait);
+            }) {
+                (outgoing.done)(Err(Error::Closed));
+            }
         }
-        Ok(waits)
     }
 
     /// Removes the writer for `key` if nothing is queued for it. Returns whether it did.
@@ -142,8 +185,15 @@ async fn run_writer(endpoint: Arc<Endpoint>, key: Key, mut rx: mpsc::UnboundedRe
                 Err(_) => break,
             }
         }
+        let mut chunks: Vec<Bytes> = Vec::with_capacity(batch.len() * 2);
+        for outgoing in &batch {
+            chunks.push(outgoing.head.clone());
+            if !outgoing.payload.is_empty() {
+                chunks.push(outgoing.payload.clone());
+            }
+        }
         let written = tokio::select! {
-            written = write_batch(&endpoint, key.0, &mut stream, &batch) => written,
+            written = write_batch(&endpoint, key.0, &mut stream, chunks) => written,
             _ = endpoint.closed() => Err(Error::Closed),
         };
         if written.is_err() {
@@ -151,7 +201,7 @@ async fn run_writer(endpoint: Arc<Endpoint>, key: Key, mut rx: mpsc::UnboundedRe
         }
         let written = written.map_err(|e| endpoint.closed_or(e));
         for outgoing in batch.drain(..) {
-            let _ = outgoing.done.send(written.clone());
+            (outgoing.done)(written.clone());
         }
     }
     if let Some((_, mut send)) = stream {
@@ -159,7 +209,7 @@ async fn run_writer(endpoint: Arc<Endpoint>, key: Key, mut rx: mpsc::UnboundedRe
     }
     rx.close();
     while let Ok(outgoing) = rx.try_recv() {
-        let _ = outgoing.done.send(Err(Error::Closed));
+        (outgoing.done)(Err(Error::Closed));
     }
 }
 
@@ -167,7 +217,7 @@ async fn write_batch(
     endpoint: &Arc<Endpoint>,
     addr: SocketAddr,
     stream: &mut Option<(Arc<Conn>, quinn::SendStream)>,
-    batch: &[Outgoing],
+    mut chunks: Vec<Bytes>,
 ) -> Result<(), Error> {
     if !matches!(stream, Some((conn, _)) if conn.is_open()) {
         let conn = endpoint.connection(addr).await?;
@@ -178,13 +228,6 @@ async fn write_batch(
         return Err(Error::Closed); // not reached: the stream was opened just above
     };
     let _busy = conn.in_flight();
-    let mut chunks: Vec<Bytes> = Vec::with_capacity(batch.len() * 2);
-    for outgoing in batch {
-        chunks.push(outgoing.head.clone());
-        if !outgoing.payload.is_empty() {
-            chunks.push(outgoing.payload.clone());
-        }
-    }
     send.write_all_chunks(&mut chunks)
         .await
         .map_err(|e| conn.explain(crate::connection::write_error(e)))

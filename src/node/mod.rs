@@ -1,32 +1,45 @@
 //! The Node.js binding: `NativeTransport`, the raw class under the JS `QuicTransport`.
 //!
-//! This layer only converts values and errors; all behaviour lives in the core. Every
-//! method that takes bytes copies them on the JS thread and returns at once; the work
-//! runs on napi's tokio runtime and settles the returned promise.
+//! This layer only converts values and errors; all behaviour lives in the core. The hot
+//! paths cross the boundary in batches: JS submits every request, send and reply of a
+//! tick as one Buffer of commands (`commands.rs`), copied once on the JS thread; Rust
+//! hands replies, completions and incoming traffic back as one Buffer of events per JS
+//! callback (`events.rs`). No JS-owned memory is ever dropped on a tokio thread (that
+//! crashed an earlier quinn binding for Node).
 
+mod commands;
 mod error;
+mod events;
 mod handler;
 mod message;
 mod options;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use napi::bindgen_prelude::{within_runtime_if_available, Function, PromiseRaw, Unknown};
+use bytes::Bytes;
+use napi::bindgen_prelude::{within_runtime_if_available, Buffer, Function, PromiseRaw, Unknown};
 use napi::Env;
 use napi_derive::napi;
 use tokio::sync::oneshot;
 
+use self::commands::{Command, Commands};
 use self::error::{to_js, IntoJs};
+use self::events::Events;
 use self::handler::{JsHandler, SharedHandler};
-use self::message::{outgoing, JsIncoming, JsOutgoing};
+use self::message::JsIncoming;
 use self::options::JsTransportOptions;
-use crate::config::{self, parse_peer_address, TransportConfig, TransportOptions};
+use crate::codec::FrameKind;
+use crate::config::{parse_peer_address, TransportConfig, TransportOptions};
 use crate::error::Error;
-use crate::message::Message;
+use crate::outbox::OutgoingFrame;
 use crate::{QuicClient, QuicServer};
+
+/// Resolved peer addresses kept per transport (names such as `localhost` are resolved
+/// once, not on every call).
+const ADDRESS_CACHE: usize = 4096;
 
 /// `{ host, port }` of a listener.
 #[napi(object)]
@@ -98,24 +111,25 @@ pub fn generate_certificate(names: Option<Vec<String>>) -> napi::Result<JsCertif
 pub struct NativeTransport {
     client: QuicClient,
     handler: Arc<JsHandler>,
+    events: Arc<Events>,
     listening: Option<SocketAddr>,
     cancels: Arc<Mutex<HashMap<u32, oneshot::Sender<()>>>>,
-    next_cancel: AtomicU32,
+    addresses: Mutex<HashMap<String, SocketAddr>>,
 }
 
 #[napi]
 impl NativeTransport {
-    /// Binds the socket (and listens when `options.listen` is set). `onRequests` and
-    /// `onMessages` receive arrays of incoming events.
+    /// Binds the socket (and listens when `options.listen` is set). `onEvents` receives
+    /// every event as a batch Buffer (see `events.rs`).
     #[napi(factory, catch_unwind)]
     pub fn create(
         env: Env,
         options: JsTransportOptions,
-        on_requests: Function<'_, Vec<JsIncoming>, Unknown<'static>>,
-        on_messages: Function<'_, Vec<JsIncoming>, Unknown<'static>>,
+        on_events: Function<'_, Buffer, Unknown<'static>>,
     ) -> napi::Result<Self> {
         let config = TransportConfig::try_from(TransportOptions::from(options)).into_js()?;
-        let handler = Arc::new(JsHandler::new(on_requests, on_messages)?);
+        let events = Arc::new(Events::new(on_events)?);
+        let handler = Arc::new(JsHandler::new(events.clone()));
         let shared = SharedHandler(handler.clone());
         let (client, listening) = within_runtime_if_available(|| {
             if config.listen.is_some() {
@@ -134,9 +148,10 @@ impl NativeTransport {
         Ok(NativeTransport {
             client,
             handler,
+            events,
             listening,
             cancels: Arc::default(),
-            next_cancel: AtomicU32::new(1),
+            addresses: Mutex::default(),
         })
     }
 
@@ -155,6 +170,12 @@ impl NativeTransport {
         self.client.fingerprint()
     }
 
+    /// The configured `maxMessageBytes`.
+    #[napi(getter, catch_unwind)]
+    pub fn max_message_bytes(&self) -> f64 {
+        self.client.endpoint.config.max_message_bytes as f64
+    }
+
     /// Whether JS handles requests and messages (else requests fail and messages queue
     /// for `receive`).
     #[napi(catch_unwind)]
@@ -162,10 +183,76 @@ impl NativeTransport {
         self.handler.set_wants(requests, messages);
     }
 
-    /// A token for `request(…, cancelToken)`; `cancel(token)` aborts that request.
+    /// Carries out a batch of commands (see `commands.rs`). Outcomes arrive as events.
+    ///
+    /// # Errors
+    /// Throws `[ERR_PROTOCOL]` when the batch does not parse; then none of the commands
+    /// after the bad one ran.
     #[napi(catch_unwind)]
-    pub fn cancel_token(&self) -> u32 {
-        self.next_cancel.fetch_add(1, Ordering::Relaxed)
+    pub fn submit(&self, batch: &[u8]) -> napi::Result<()> {
+        let commands = Commands::new(
+            Bytes::copy_from_slice(batch),
+            self.client.endpoint.config.max_message_bytes,
+        );
+        within_runtime_if_available(|| {
+            // Consecutive sends to one address are queued together, in order.
+            let mut sends: Option<(SocketAddr, Vec<OutgoingFrame>)> = None;
+            for command in commands {
+                match command.map_err(to_js)? {
+                    Command::Request {
+                        token,
+                        cancellable,
+                        timeout_ms,
+                        addr,
+                        frame,
+                    } => {
+                        let prepared = addr
+                            .and_then(|a| self.resolve(&a))
+                            .and_then(|a| frame.map(|f| (a, f)));
+                        match prepared {
+                            Ok((addr, frame)) => {
+                                self.start_request(token, cancellable, timeout_ms, addr, frame)
+                            }
+                            Err(e) => self.events.failed(token, &e),
+                        }
+                    }
+                    Command::Send { token, addr, frame } => {
+                        let prepared = addr
+                            .and_then(|a| self.resolve(&a))
+                            .and_then(|a| frame.map(|f| (a, f)));
+                        match prepared {
+                            Ok((addr, frame)) => {
+                                if sends.as_ref().is_some_and(|(a, _)| *a != addr) {
+                                    self.flush_sends(sends.take());
+                                }
+                                let events = self.events.clone();
+                                let outgoing = OutgoingFrame {
+                                    channel: frame.message.channel_name().to_owned(),
+                                    head: frame.head,
+                                    payload: frame.message.payload,
+                                    done: Box::new(move |result| events.sent(token, result)),
+                                };
+                                sends
+                                    .get_or_insert_with(|| (addr, Vec::new()))
+                                    .1
+                                    .push(outgoing);
+                            }
+                            Err(e) => self.events.failed(token, &e),
+                        }
+                    }
+                    Command::Respond { token, frame } => {
+                        let reply = match frame {
+                            Ok(f) if f.kind == FrameKind::Response => Ok(f.message),
+                            Ok(f) => Err(String::from_utf8_lossy(&f.message.payload).into_owned()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        self.handler.respond(token, reply);
+                    }
+                }
+            }
+            self.flush_sends(sends);
+            Ok(())
+        })
     }
 
     /// Aborts the request started with `token` (no-op if it already settled).
@@ -184,109 +271,8 @@ impl NativeTransport {
     #[napi(catch_unwind)]
     pub fn connect<'e>(&self, env: &'e Env, addr: String) -> napi::Result<PromiseRaw<'e, ()>> {
         let client = self.client.clone();
-        env.spawn_future(async move {
-            let addr = parse_peer_address("addr", &addr).into_js()?;
-            client.connect(addr).await.into_js()
-        })
-    }
-
-    #[napi(catch_unwind)]
-    #[allow(clippy::too_many_arguments)]
-    pub fn request<'e>(
-        &self,
-        env: &'e Env,
-        addr: String,
-        id: Option<String>,
-        kind: String,
-        stream_id: Option<String>,
-        text: Option<String>,
-        data: Option<&[u8]>,
-        metadata: Option<String>,
-        timeout_ms: Option<f64>,
-        cancel_token: Option<u32>,
-    ) -> napi::Result<PromiseRaw<'e, JsIncoming>> {
-        let prepared = (|| {
-            let addr = parse_peer_address("addr", &addr)?;
-            let timeout = config::duration("timeoutMs", timeout_ms)?;
-            let message = outgoing(id, kind, stream_id, text, data, metadata)?;
-            Ok::<_, Error>((addr, timeout, message))
-        })();
-        let cancelled = cancel_token.map(|token| {
-            let (tx, rx) = oneshot::channel();
-            self.cancels
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(token, tx);
-            (token, rx)
-        });
-        let client = self.client.clone();
-        let cancels = self.cancels.clone();
-        env.spawn_future(async move {
-            let (addr, timeout, message) = prepared.into_js()?;
-            let exchange = async {
-                match timeout {
-                    Some(t) => client.request_with_timeout(addr, message, t).await,
-                    None => client.request(addr, message).await,
-                }
-            };
-            let reply = match cancelled {
-                Some((token, rx)) => {
-                    let reply = tokio::select! {
-                        reply = exchange => reply,
-                        Ok(()) = rx => Err(Error::Aborted),
-                    };
-                    cancels
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&token);
-                    reply
-                }
-                None => exchange.await,
-            };
-            reply.map(|m| JsIncoming::new(m, None, None)).map_err(to_js)
-        })
-    }
-
-    #[napi(catch_unwind)]
-    #[allow(clippy::too_many_arguments)]
-    pub fn send<'e>(
-        &self,
-        env: &'e Env,
-        addr: String,
-        id: Option<String>,
-        kind: String,
-        stream_id: Option<String>,
-        text: Option<String>,
-        data: Option<&[u8]>,
-        metadata: Option<String>,
-    ) -> napi::Result<PromiseRaw<'e, ()>> {
-        let sent = parse_peer_address("addr", &addr).and_then(|addr| {
-            let message = outgoing(id, kind, stream_id, text, data, metadata)?;
-            // Queued here, on the JS thread, so messages keep the order of the calls.
-            Ok(within_runtime_if_available(|| {
-                self.client.send(addr, message)
-            }))
-        });
-        env.spawn_future(async move { sent.into_js()?.await.into_js() })
-    }
-
-    #[napi(catch_unwind)]
-    pub fn send_batch<'e>(
-        &self,
-        env: &'e Env,
-        addr: String,
-        messages: Vec<JsOutgoing>,
-    ) -> napi::Result<PromiseRaw<'e, ()>> {
-        let sent = parse_peer_address("addr", &addr).and_then(|addr| {
-            let messages = messages
-                .into_iter()
-                .map(Message::try_from)
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(within_runtime_if_available(|| {
-                self.client.send_batch(addr, messages)
-            }))
-        });
-        env.spawn_future(async move { sent.into_js()?.await.into_js() })
+        let addr = self.resolve(&addr);
+        env.spawn_future(async move { client.connect(addr.into_js()?).await.into_js() })
     }
 
     #[napi(catch_unwind)]
@@ -296,33 +282,13 @@ impl NativeTransport {
         addr: Option<String>,
         stream_id: Option<String>,
     ) -> napi::Result<PromiseRaw<'e, JsIncoming>> {
-        let from = addr.map(|a| parse_peer_address("addr", &a)).transpose();
+        let from = addr.map(|a| self.resolve(&a)).transpose();
         let client = self.client.clone();
         env.spawn_future(async move {
             let from = from.into_js()?;
             let (message, peer) = client.receive(from, stream_id.as_deref()).await.into_js()?;
-            Ok(JsIncoming::new(message, Some(&peer), None))
+            Ok(JsIncoming::new(message, &peer))
         })
-    }
-
-    /// Answers the request `token`: a reply (`error` absent) or a failure (`error`).
-    #[napi(catch_unwind)]
-    #[allow(clippy::too_many_arguments)]
-    pub fn respond(
-        &self,
-        token: u32,
-        kind: String,
-        text: Option<String>,
-        data: Option<&[u8]>,
-        metadata: Option<String>,
-        error: Option<String>,
-    ) -> napi::Result<()> {
-        let reply = match error {
-            Some(error) => Err(error),
-            None => Ok(outgoing(None, kind, None, text, data, metadata).into_js()?),
-        };
-        self.handler.respond(token, reply);
-        Ok(())
     }
 
     #[napi(catch_unwind)]
@@ -355,18 +321,89 @@ impl NativeTransport {
         }
     }
 
-    /// Closes everything; pending calls reject with `ERR_CLOSED`. Idempotent.
+    /// Closes everything; pending calls fail with `ERR_CLOSED`. Idempotent.
     #[napi(catch_unwind)]
     pub fn close<'e>(&self, env: &'e Env) -> napi::Result<PromiseRaw<'e, ()>> {
         let client = self.client.clone();
         let handler = self.handler.clone();
+        let events = self.events.clone();
         let cancels = self.cancels.clone();
         env.spawn_future(async move {
             handler.set_wants(false, false);
             client.close().await;
             handler.abandon_all();
+            events.close();
             cancels.lock().unwrap_or_else(|e| e.into_inner()).clear();
             Ok(())
         })
+    }
+}
+
+impl NativeTransport {
+    fn resolve(&self, addr: &str) -> Result<SocketAddr, Error> {
+        let mut cache = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(resolved) = cache.get(addr) {
+            return Ok(*resolved);
+        }
+        let resolved = parse_peer_address("addr", addr)?;
+        if cache.len() >= ADDRESS_CACHE {
+            cache.clear();
+        }
+        cache.insert(addr.to_owned(), resolved);
+        Ok(resolved)
+    }
+
+    fn start_request(
+        &self,
+        token: u32,
+        cancellable: bool,
+        timeout_ms: u32,
+        addr: SocketAddr,
+        frame: crate::codec::TakenFrame,
+    ) {
+        let endpoint = self.client.endpoint.clone();
+        let events = self.events.clone();
+        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
+        let cancelled = cancellable.then(|| {
+            let (tx, rx) = oneshot::channel::<()>();
+            self.cancels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(token, tx);
+            rx
+        });
+        let cancels = self.cancels.clone();
+        endpoint.tasks.clone().spawn(async move {
+            let exchange =
+                endpoint.request_encoded(addr, frame.head, frame.message.payload, timeout);
+            let reply = match cancelled {
+                Some(rx) => {
+                    let reply = tokio::select! {
+                        reply = exchange => reply,
+                        Ok(()) = rx => Err(Error::Aborted),
+                    };
+                    cancels
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&token);
+                    reply
+                }
+                None => exchange.await,
+            };
+            events.reply(token, reply);
+        });
+    }
+
+    fn flush_sends(&self, sends: Option<(SocketAddr, Vec<OutgoingFrame>)>) {
+        if let Some((addr, frames)) = sends {
+            let endpoint = &self.client.endpoint;
+            if endpoint.is_closed() {
+                for frame in frames {
+                    (frame.done)(Err(Error::Closed));
+                }
+            } else {
+                endpoint.outbox.enqueue(endpoint, addr, frames);
+            }
+        }
     }
 }

@@ -1,0 +1,46 @@
+// Benchmark adapter for agentic-flow-quic (this package). Every adapter in this folder
+// exports the same interface; see bench/run.mjs for how scenarios use it.
+//
+//   startServer({ host, port, cert, key }) -> { port, close(), oneway() }
+//     Echoes every request (the reply payload is the request payload) and counts
+//     one-way messages: oneway() -> { count, firstNs, lastNs } (process.hrtime.bigint()
+//     of the first and last message received, as Numbers).
+//   connect({ host, port, ca }) -> { request(buf) -> Promise<Buffer>, send(buf) -> Promise,
+//                                    close() -> Promise }
+//     One connection (the transport's own pooling/multiplexing), trusting `ca` (PEM) for
+//     the name 'localhost'. connect() resolves once the connection is established.
+import { createRequire } from 'node:module'
+
+const require = createRequire(import.meta.url)
+const { QuicTransport } = require('../../index.js')
+
+export const name = 'quic'
+
+export async function startServer({ host, port, cert, key }) {
+  const transport = await QuicTransport.create({ listen: { host, port }, tls: { cert, key } })
+  transport.onRequest((msg) => msg.payload)
+  const counter = { count: 0, firstNs: 0, lastNs: 0 }
+  transport.onMessage(() => {
+    const now = Number(process.hrtime.bigint())
+    if (counter.count === 0) counter.firstNs = now
+    counter.lastNs = now
+    counter.count++
+  })
+  return {
+    port: transport.address.port,
+    oneway: () => ({ ...counter }),
+    resetOneway: () => Object.assign(counter, { count: 0, firstNs: 0, lastNs: 0 }),
+    close: () => transport.close(),
+  }
+}
+
+export async function connect({ host, port, ca }) {
+  const transport = await QuicTransport.create({ tls: { ca } })
+  const addr = `${host}:${port}`
+  await transport.connect(addr)
+  return {
+    request: async (payload) => (await transport.request(addr, { type: 'echo', payload })).payload,
+    send: (payload) => transport.send(addr, { type: 'oneway', payload }),
+    close: () => transport.close(),
+  }
+}

@@ -1,0 +1,213 @@
+//! [`Events`]: everything Rust tells JS, batched into one Buffer per JS callback.
+//!
+//! Replies, failures, send completions, incoming requests and incoming messages are
+//! appended to a pending batch; the first append schedules one threadsafe call, and the
+//! JS thread takes whatever has accumulated by the time it runs. So under load one
+//! crossing carries many events, and when idle each event crosses at once.
+//!
+//! Records (big-endian), parsed by `index.js`:
+//! ```text
+//! PEER     6 | idx u32 | addr_len u16 | addr | fp_len u16 | fp   (defines idx for this batch)
+//! REPLY    1 | token u32 | frame
+//! FAILED   2 | token u32 | code_len u16 | code | msg_len u32 | msg
+//! SENT     3 | token u32
+//! REQUEST  4 | token u32 | peer idx u32 | frame
+//! MESSAGE  5 | peer idx u32 | frame
+//! ```
+//! Frames are wire frames (PROTOCOL.md).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use napi::bindgen_prelude::{Buffer, Function, Unknown};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+use tokio::sync::Semaphore;
+
+use crate::codec::{self, FrameKind};
+use crate::error::Error;
+use crate::handler::Peer;
+use crate::message::Message;
+
+const PEER: u8 = 6;
+const REPLY: u8 = 1;
+const FAILED: u8 = 2;
+const SENT: u8 = 3;
+const REQUEST: u8 = 4;
+const MESSAGE: u8 = 5;
+
+/// Incoming one-way message bytes (in KiB) waiting in batches JS has not taken yet.
+/// Past it, channel readers wait, and QUIC flow control slows the senders.
+pub const MESSAGE_ROOM_KIB: usize = 64 * 1024;
+
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    peers: HashMap<SocketAddr, u32>,
+    scheduled: bool,
+    /// Room taken by messages in `buf`, given back when JS takes the batch.
+    held_kib: usize,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    room: Semaphore,
+}
+
+type EventFn = ThreadsafeFunction<(), Unknown<'static>, Buffer, Status, false, true>;
+
+pub(crate) struct Events {
+    shared: Arc<Shared>,
+    deliver: EventFn,
+}
+
+impl Events {
+    /// `on_events(buffer)` is called on the JS thread with each batch.
+    pub(crate) fn new(on_events: Function<'_, Buffer, Unknown<'static>>) -> napi::Result<Self> {
+        let shared = Arc::new(Shared {
+            pending: Mutex::default(),
+            room: Semaphore::new(MESSAGE_ROOM_KIB),
+        });
+        let taking = shared.clone();
+        let deliver = on_events
+            .build_threadsafe_function::<()>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build_callback(move |_ctx| {
+                let (buf, held) = {
+                    let mut pending = taking.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    pending.scheduled = false;
+                    pending.peers.clear();
+                    (
+                        std::mem::take(&mut pending.buf),
+                        std::mem::take(&mut pending.held_kib),
+                    )
+                };
+                taking.room.add_permits(held);
+                Ok(Buffer::from(buf))
+            })?;
+        Ok(Events { shared, deliver })
+    }
+
+    /// Appends a record; schedules a JS call if none is pending.
+    fn push(&self, held_kib: usize, write: impl FnOnce(&mut Pending)) {
+        let schedule = {
+            let mut pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            write(&mut pending);
+            pending.held_kib += held_kib;
+            !std::mem::replace(&mut pending.scheduled, true)
+        };
+        if schedule {
+            // Fails only once the JS environment is going away; nobody is left to tell.
+            let _ = self
+                .deliver
+                .call((), ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+
+    pub(crate) fn reply(&self, token: u32, result: Result<Message, Error>) {
+        match result {
+            Ok(message) => match codec::encode(FrameKind::Response, &message, u64::MAX) {
+                Ok((head, payload)) => self.push(0, |p| {
+                    p.buf.push(REPLY);
+                    p.buf.extend_from_slice(&token.to_be_bytes());
+                    put_frame(&mut p.buf, &head, &payload);
+                }),
+                Err(e) => self.failed(token, &e),
+            },
+            Err(e) => self.failed(token, &e),
+        }
+    }
+
+    pub(crate) fn failed(&self, token: u32, error: &Error) {
+        let code = error.code().as_str();
+        let text = error.to_string();
+        self.push(0, |p| {
+            p.buf.push(FAILED);
+            p.buf.extend_from_slice(&token.to_be_bytes());
+            p.buf.extend_from_slice(&(code.len() as u16).to_be_bytes());
+            p.buf.extend_from_slice(code.as_bytes());
+            p.buf.extend_from_slice(&(text.len() as u32).to_be_bytes());
+            p.buf.extend_from_slice(text.as_bytes());
+        });
+    }
+
+    pub(crate) fn sent(&self, token: u32, result: Result<(), Error>) {
+        match result {
+            Ok(()) => self.push(0, |p| {
+                p.buf.push(SENT);
+                p.buf.extend_from_slice(&token.to_be_bytes());
+            }),
+            Err(e) => self.failed(token, &e),
+        }
+    }
+
+    /// An incoming request, answered later by `respond(token)`.
+    pub(crate) fn request(&self, token: u32, request: &Message, peer: &Peer) -> Result<(), Error> {
+        let (head, payload) = codec::encode(FrameKind::Request, request, u64::MAX)?;
+        self.push(0, |p| {
+            let idx = peer_index(p, peer);
+            p.buf.push(REQUEST);
+            p.buf.extend_from_slice(&token.to_be_bytes());
+            p.buf.extend_from_slice(&idx.to_be_bytes());
+            put_frame(&mut p.buf, &head, &payload);
+        });
+        Ok(())
+    }
+
+    /// An incoming one-way message; waits while [`MESSAGE_ROOM_KIB`] are queued for JS.
+    pub(crate) async fn message(&self, message: &Message, peer: &Peer) -> Result<(), Error> {
+        let (head, payload) = codec::encode(FrameKind::Message, message, u64::MAX)?;
+        let kib = (head.len() + payload.len())
+            .div_ceil(1024)
+            .clamp(1, MESSAGE_ROOM_KIB);
+        self.shared
+            .room
+            .acquire_many(kib as u32)
+            .await
+            .map_err(|_| Error::Closed)?
+            .forget();
+        self.push(kib, |p| {
+            let idx = peer_index(p, peer);
+            p.buf.push(MESSAGE);
+            p.buf.extend_from_slice(&idx.to_be_bytes());
+            put_frame(&mut p.buf, &head, &payload);
+        });
+        Ok(())
+    }
+
+    /// Wakes readers waiting for room (at close).
+    pub(crate) fn close(&self) {
+        self.shared.room.close();
+    }
+}
+
+fn put_frame(buf: &mut Vec<u8>, head: &Bytes, payload: &Bytes) {
+    buf.extend_from_slice(head);
+    buf.extend_from_slice(payload);
+}
+
+/// The batch-local index of `peer`, writing its PEER record on first use.
+fn peer_index(pending: &mut Pending, peer: &Peer) -> u32 {
+    if let Some(idx) = pending.peers.get(&peer.address) {
+        return *idx;
+    }
+    let idx = pending.peers.len() as u32;
+    pending.peers.insert(peer.address, idx);
+    let address = peer.address.to_string();
+    let fingerprint = peer.fingerprint.as_deref().unwrap_or_default();
+    let buf = &mut pending.buf;
+    buf.push(PEER);
+    buf.extend_from_slice(&idx.to_be_bytes());
+    buf.extend_from_slice(&(address.len() as u16).to_be_bytes());
+    buf.extend_from_slice(address.as_bytes());
+    buf.extend_from_slice(&(fingerprint.len() as u16).to_be_bytes());
+    buf.extend_from_slice(fingerprint.as_bytes());
+    idx
+}

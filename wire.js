@@ -1,0 +1,191 @@
+'use strict'
+// Bytes at the JS/Rust boundary: wire frames (PROTOCOL.md), the command batches JS
+// submits (src/node/commands.rs) and the event batches Rust delivers
+// (src/node/events.rs). All integers are big-endian.
+
+const VERSION = 1
+const HEADER = 12
+const FLAG_JSON = 1
+
+const Kind = Object.freeze({ REQUEST: 1, RESPONSE: 2, ERROR: 3, MESSAGE: 4 })
+const Command = Object.freeze({ REQUEST: 1, SEND: 2, RESPOND: 3 })
+const Event = Object.freeze({ REPLY: 1, FAILED: 2, SENT: 3, REQUEST: 4, MESSAGE: 5, PEER: 6 })
+
+const INITIAL_SIZE = 64 * 1024
+// A batch buffer that grew past this is dropped after use rather than kept.
+const KEEP_AT_MOST = 4 * 1024 * 1024
+
+/**
+ * Appends commands to one reusable Buffer. `submit` copies it synchronously, so the
+ * same memory serves the next batch.
+ */
+class BatchWriter {
+  constructor() {
+    this.buf = Buffer.allocUnsafe(INITIAL_SIZE)
+    this.len = 0
+  }
+
+  ensure(extra) {
+    const needed = this.len + extra
+    if (needed <= this.buf.length) return
+    const grown = Buffer.allocUnsafe(Math.max(needed, this.buf.length * 2))
+    this.buf.copy(grown, 0, 0, this.len)
+    this.buf = grown
+  }
+
+  u8(value) {
+    this.buf[this.len++] = value
+  }
+
+  u32(value) {
+    this.buf.writeUInt32BE(value, this.len)
+    this.len += 4
+  }
+
+  /** A u16-length-prefixed UTF-8 string; `name` for the error when it is too long. */
+  text16(text, name) {
+    this.ensure(2 + 3 * text.length)
+    const at = this.len
+    const written = text.length === 0 ? 0 : this.buf.write(text, at + 2, 'utf8')
+    if (written > 0xffff) throw new RangeError(`${name} is longer than 65535 bytes`)
+    this.buf.writeUInt16BE(written, at)
+    this.len = at + 2 + written
+  }
+
+  /**
+   * Appends a wire frame for `m` ({ id, type, streamId, text | data, metadata }) and
+   * returns its size as `maxMessageBytes` counts it (fields plus payload).
+   */
+  frame(kind, m) {
+    const json = m.data === undefined
+    this.ensure(HEADER + 4)
+    const start = this.len
+    const buf = this.buf
+    buf[start] = VERSION
+    buf[start + 1] = kind
+    buf[start + 2] = json ? FLAG_JSON : 0
+    buf[start + 3] = 0
+    this.len = start + HEADER
+    this.text16(m.id, 'id')
+    this.text16(m.type, 'type')
+    this.text16(m.streamId || '', 'streamId')
+    const metadata = m.metadata || ''
+    this.ensure(4 + 3 * metadata.length + (json ? 3 * m.text.length : m.data.length))
+    const out = this.buf
+    const metaAt = this.len
+    const metaLen = metadata.length === 0 ? 0 : out.write(metadata, metaAt + 4, 'utf8')
+    out.writeUInt32BE(metaLen, metaAt)
+    this.len = metaAt + 4 + metaLen
+    const fieldsLen = this.len - start - HEADER
+    let payloadLen
+    if (json) {
+      payloadLen = m.text.length === 0 ? 0 : out.write(m.text, this.len, 'utf8')
+    } else {
+      out.set(m.data, this.len)
+      payloadLen = m.data.length
+    }
+    this.len += payloadLen
+    out.writeUInt32BE(fieldsLen, start + 4)
+    out.writeUInt32BE(payloadLen, start + 8)
+    return fieldsLen + payloadLen
+  }
+
+  view() {
+    return this.buf.subarray(0, this.len)
+  }
+
+  reset() {
+    this.len = 0
+    if (this.buf.length > KEEP_AT_MOST) this.buf = Buffer.allocUnsafe(INITIAL_SIZE)
+  }
+}
+
+/**
+ * Reads the wire frame at `at`: its fields, where its payload lies, and where it ends.
+ * The payload is left for the caller to decode (JSON text or bytes).
+ */
+function readFrame(buf, at) {
+  const kind = buf[at + 1]
+  const json = (buf[at + 2] & FLAG_JSON) !== 0
+  const fieldsLen = buf.readUInt32BE(at + 4)
+  const payloadLen = buf.readUInt32BE(at + 8)
+  let p = at + HEADER
+  const idLen = buf.readUInt16BE(p)
+  const id = buf.toString('utf8', p + 2, p + 2 + idLen)
+  p += 2 + idLen
+  const typeLen = buf.readUInt16BE(p)
+  const type = buf.toString('utf8', p + 2, p + 2 + typeLen)
+  p += 2 + typeLen
+  const streamLen = buf.readUInt16BE(p)
+  const streamId = buf.toString('utf8', p + 2, p + 2 + streamLen)
+  p += 2 + streamLen
+  const metaLen = buf.readUInt32BE(p)
+  const metadata = metaLen === 0 ? undefined : buf.toString('utf8', p + 4, p + 4 + metaLen)
+  const payloadStart = at + HEADER + fieldsLen
+  return { kind, json, id, type, streamId, metadata, payloadStart, payloadEnd: payloadStart + payloadLen }
+}
+
+/** Walks an event batch, calling `sink.reply/failed/sent/request/message`. */
+function readEvents(buf, sink) {
+  const peers = []
+  let at = 0
+  while (at < buf.length) {
+    const event = buf[at]
+    at += 1
+    switch (event) {
+      case Event.PEER: {
+        const idx = buf.readUInt32BE(at)
+        const addrLen = buf.readUInt16BE(at + 4)
+        const address = buf.toString('utf8', at + 6, at + 6 + addrLen)
+        at += 6 + addrLen
+        const fpLen = buf.readUInt16BE(at)
+        const peer = { address }
+        if (fpLen > 0) peer.fingerprint = buf.toString('utf8', at + 2, at + 2 + fpLen)
+        at += 2 + fpLen
+        peers[idx] = peer
+        break
+      }
+      case Event.REPLY: {
+        const token = buf.readUInt32BE(at)
+        const frame = readFrame(buf, at + 4)
+        at = frame.payloadEnd
+        sink.reply(token, buf, frame)
+        break
+      }
+      case Event.FAILED: {
+        const token = buf.readUInt32BE(at)
+        const codeLen = buf.readUInt16BE(at + 4)
+        const code = buf.toString('latin1', at + 6, at + 6 + codeLen)
+        at += 6 + codeLen
+        const msgLen = buf.readUInt32BE(at)
+        const message = buf.toString('utf8', at + 4, at + 4 + msgLen)
+        at += 4 + msgLen
+        sink.failed(token, code, message)
+        break
+      }
+      case Event.SENT:
+        sink.sent(buf.readUInt32BE(at))
+        at += 4
+        break
+      case Event.REQUEST: {
+        const token = buf.readUInt32BE(at)
+        const peer = peers[buf.readUInt32BE(at + 4)]
+        const frame = readFrame(buf, at + 8)
+        at = frame.payloadEnd
+        sink.request(token, buf, frame, peer)
+        break
+      }
+      case Event.MESSAGE: {
+        const peer = peers[buf.readUInt32BE(at)]
+        const frame = readFrame(buf, at + 4)
+        at = frame.payloadEnd
+        sink.message(buf, frame, peer)
+        break
+      }
+      default:
+        throw new Error(`agentic-flow-quic: unknown event ${event} in a batch from the native side`)
+    }
+  }
+}
+
+module.exports = { BatchWriter, Command, Event, Kind, readEvents, readFrame }
