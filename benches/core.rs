@@ -112,18 +112,22 @@ fn concurrent_requests(c: &mut Criterion) {
     let (server, client) = pair(&rt);
     let addr = server.local_addr();
     let mut group = c.benchmark_group("requests");
-    group
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    group.warm_up_time(Duration::from_secs(1));
     for concurrency in [1usize, 64, 1024] {
         for size in [64usize, 1024, 65536] {
-            // A batch that takes tens of milliseconds gets flat sampling and 10 samples,
-            // so that the group stays within seconds.
-            if concurrency * size >= 1 << 20 {
-                group.sampling_mode(SamplingMode::Flat).sample_size(10);
-            } else {
-                group.sampling_mode(SamplingMode::Auto).sample_size(100);
-            }
+            // Batches of milliseconds get flat sampling and fewer samples, so that the
+            // group stays within a minute or two.
+            let batch_bytes = concurrency * size;
+            let (mode, samples, seconds) = match (concurrency, batch_bytes) {
+                (1, _) => (SamplingMode::Auto, 100, 3),
+                (_, b) if b >= 32 << 20 => (SamplingMode::Flat, 10, 6),
+                (_, b) if b >= 1 << 20 => (SamplingMode::Flat, 10, 3),
+                _ => (SamplingMode::Flat, 30, 3),
+            };
+            group
+                .sampling_mode(mode)
+                .sample_size(samples)
+                .measurement_time(Duration::from_secs(seconds));
             group.throughput(Throughput::Elements(concurrency as u64));
             let payload = Bytes::from(vec![1u8; size]);
             group.bench_function(
@@ -161,6 +165,8 @@ fn oneway(c: &mut Criterion) {
     let payload = Bytes::from(vec![2u8; 1024]);
     let mut group = c.benchmark_group("oneway");
     group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(50)
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
     group.throughput(Throughput::Elements(BATCH as u64));

@@ -170,6 +170,7 @@ pub async fn expect_end<R: AsyncRead + Unpin>(reader: &mut R) -> Result<(), Erro
 }
 
 /// A frame found inside a larger buffer by [`take_frame`].
+#[cfg_attr(not(feature = "node"), allow(dead_code))] // used by the Node binding
 #[derive(Debug)]
 pub(crate) struct TakenFrame {
     pub(crate) kind: FrameKind,
@@ -182,6 +183,7 @@ pub(crate) struct TakenFrame {
 }
 
 /// Decodes the frame that starts at `at` in `buf`, without copying its payload.
+#[cfg_attr(not(feature = "node"), allow(dead_code))] // used by the Node binding
 ///
 /// # Errors
 /// [`Error::MessageTooLarge`] over `limit`; [`Error::Protocol`] when malformed or cut.
@@ -391,6 +393,25 @@ mod tests {
         assert_eq!(
             decode(&wrong_version, 1 << 20).unwrap_err().code(),
             crate::ErrorCode::Protocol
+        );
+    }
+
+    #[test]
+    fn takes_frames_out_of_a_larger_buffer_without_copying() {
+        let mut buf = vec![9u8, 9];
+        buf.extend(encode_to_vec(FrameKind::Request, &sample(), 1 << 20).unwrap());
+        let second = Message::binary("x", vec![1, 2, 3]);
+        buf.extend(encode_to_vec(FrameKind::Message, &second, 1 << 20).unwrap());
+        let buf = Bytes::from(buf);
+        let first = take_frame(&buf, 2, 1 << 20).unwrap();
+        assert_eq!((first.kind, &first.message), (FrameKind::Request, &sample()));
+        let next = take_frame(&buf, 2 + first.len, 1 << 20).unwrap();
+        assert_eq!(next.message, second);
+        assert_eq!(2 + first.len + next.len, buf.len());
+        assert!(take_frame(&buf, 3, 1 << 20).is_err());
+        assert_eq!(
+            take_frame(&buf, 2, 10).unwrap_err().code(),
+            crate::ErrorCode::MessageTooLarge
         );
     }
 

@@ -32,6 +32,8 @@ pub(crate) struct Endpoint {
     local_addr: SocketAddr,
     pub(crate) config: TransportConfig,
     pub(crate) identity: Identity,
+    /// `config.server_name`, shared by every pool key.
+    server_name: Arc<str>,
     client_config: Option<quinn::ClientConfig>,
     pub(crate) pool: Arc<Pool>,
     pub(crate) outbox: Outbox,
@@ -84,6 +86,7 @@ impl Endpoint {
             .local_addr()
             .map_err(|e| Error::invalid("listen", format!("the socket has no address: {e}")))?;
         Ok(Arc::new(Endpoint {
+            server_name: Arc::from(config.server_name.as_str()),
             quic: Mutex::new(Some(quic)),
             local_addr,
             config,
@@ -138,7 +141,7 @@ impl Endpoint {
         }
         let key = PoolKey {
             addr,
-            server_name: self.config.server_name.clone(),
+            server_name: self.server_name.clone(),
         };
         let this = self.clone();
         let dial_key = key.clone();

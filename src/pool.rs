@@ -24,7 +24,7 @@ const DEPARTED_CAPACITY: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct PoolKey {
     pub(crate) addr: SocketAddr,
-    pub(crate) server_name: String,
+    pub(crate) server_name: Arc<str>,
 }
 
 type Outcome = Option<Result<Arc<Conn>, Error>>;

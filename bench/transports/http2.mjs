@@ -122,8 +122,11 @@ export async function connect({ host, port, ca }) {
       })
     },
     close() {
-      if (session.closed) return Promise.resolve()
-      return new Promise((resolve) => session.close(() => resolve()))
+      if (session.destroyed) return Promise.resolve()
+      return new Promise((resolve) => {
+        session.once('close', () => resolve())
+        session.close() // graceful: GOAWAY, then wait for open streams to finish
+      })
     },
   }
 }
