@@ -16,8 +16,11 @@ const { QuicTransport } = require('../../index.js')
 
 export const name = 'quic'
 
+// The bulk scenario echoes 64 MiB; the default limit is 16 MiB.
+const MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+
 export async function startServer({ host, port, cert, key }) {
-  const transport = await QuicTransport.create({ listen: { host, port }, tls: { cert, key } })
+  const transport = await QuicTransport.create({ listen: { host, port }, tls: { cert, key }, maxMessageBytes: MAX_MESSAGE_BYTES })
   transport.onRequest((msg) => msg.payload)
   const counter = { count: 0, firstNs: 0, lastNs: 0 }
   transport.onMessage(() => {
@@ -35,7 +38,7 @@ export async function startServer({ host, port, cert, key }) {
 }
 
 export async function connect({ host, port, ca }) {
-  const transport = await QuicTransport.create({ tls: { ca } })
+  const transport = await QuicTransport.create({ tls: { ca }, maxMessageBytes: MAX_MESSAGE_BYTES })
   const addr = `${host}:${port}`
   await transport.connect(addr)
   return {

@@ -68,27 +68,17 @@ function frameParser(onFrame) {
     }
     return out
   }
-  const peekLength = () => {
-    if (chunks[0].length >= 4) return chunks[0].readUInt32BE(0)
-    let v = 0 // the 4 length bytes span chunks
-    let ci = 0
-    let off = 0
-    for (let i = 0; i < 4; i++) {
-      while (off >= chunks[ci].length) {
-        ci++
-        off = 0
-      }
-      v = v * 256 + chunks[ci][off++]
-    }
-    return v
-  }
   return (chunk) => {
     chunks.push(chunk)
     buffered += chunk.length
     for (;;) {
       if (need < 0) {
         if (buffered < 4) return
-        const len = peekLength()
+        if (chunks[0].length < 4) {
+          chunks.unshift(take(4)) // rare: the length prefix itself spans chunks
+          buffered += 4
+        }
+        const len = chunks[0].readUInt32BE(0)
         if (len < 5) throw new Error(`tcp-tls: bad frame length ${len}`)
         need = 4 + len
       }
