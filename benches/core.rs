@@ -120,7 +120,7 @@ fn concurrent_requests(c: &mut Criterion) {
             let batch_bytes = concurrency * size;
             let (mode, samples, seconds) = match (concurrency, batch_bytes) {
                 (1, _) => (SamplingMode::Auto, 100, 3),
-                (_, b) if b >= 32 << 20 => (SamplingMode::Flat, 10, 6),
+                (_, b) if b >= 32 << 20 => (SamplingMode::Flat, 10, 8),
                 (_, b) if b >= 1 << 20 => (SamplingMode::Flat, 10, 3),
                 _ => (SamplingMode::Flat, 30, 3),
             };
