@@ -404,7 +404,10 @@ mod tests {
         buf.extend(encode_to_vec(FrameKind::Message, &second, 1 << 20).unwrap());
         let buf = Bytes::from(buf);
         let first = take_frame(&buf, 2, 1 << 20).unwrap();
-        assert_eq!((first.kind, &first.message), (FrameKind::Request, &sample()));
+        assert_eq!(
+            (first.kind, &first.message),
+            (FrameKind::Request, &sample())
+        );
         let next = take_frame(&buf, 2 + first.len, 1 << 20).unwrap();
         assert_eq!(next.message, second);
         assert_eq!(2 + first.len + next.len, buf.len());
