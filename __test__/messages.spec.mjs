@@ -108,3 +108,18 @@ test('messages sent without awaiting still arrive in call order', async () => {
   assert.deepEqual(got, Array.from({ length: 500 }, (_, i) => i))
   await closeAll(server, client)
 })
+
+test('close() right after sends resolve still delivers every message', async () => {
+  const server = await listener()
+  let received = 0
+  server.onMessage(() => received++)
+  const client = await dialer(server)
+  const addr = addrOf(server)
+  const payload = Buffer.alloc(1024, 7)
+  const sends = []
+  for (let i = 0; i < 20000; i++) sends.push(client.send(addr, { type: 'task', payload }))
+  await Promise.all(sends)
+  await client.close()
+  assert.ok(await eventually(() => received === 20000, { timeoutMs: 10000 }), `received ${received} of 20000`)
+  await server.close()
+})

@@ -32,6 +32,10 @@ pub enum FrameKind {
     Error = 3,
     /// A one-way message on a unidirectional channel stream.
     Message = 4,
+    /// Sent on its own bidirectional stream by a side about to close: the payload is
+    /// the number of channel streams (u64 BE) it opened on this connection. The peer
+    /// answers with an empty Response once it has accepted that many and read them all.
+    Goodbye = 5,
 }
 
 impl FrameKind {
@@ -41,6 +45,7 @@ impl FrameKind {
             2 => FrameKind::Response,
             3 => FrameKind::Error,
             4 => FrameKind::Message,
+            5 => FrameKind::Goodbye,
             _ => return None,
         })
     }
@@ -142,18 +147,30 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if size > limit {
         return Err(Error::MessageTooLarge { size, limit });
     }
-    let mut fields = vec![0u8; fields_len as usize];
-    reader.read_exact(&mut fields).await.map_err(truncated)?;
-    let mut payload = vec![0u8; payload_len as usize];
-    reader.read_exact(&mut payload).await.map_err(truncated)?;
+    let fields = read_exactly(reader, fields_len as usize).await?;
+    let payload = read_exactly(reader, payload_len as usize).await?;
     let mut message = parse_fields(&fields)?;
-    message.payload = Bytes::from(payload);
+    message.payload = payload.freeze();
     message.encoding = if json {
         Encoding::Json
     } else {
         Encoding::Binary
     };
     Ok(Some((kind, message)))
+}
+
+/// Reads exactly `len` bytes into a fresh buffer, without zeroing it first (a 64 MiB
+/// payload would otherwise be written twice).
+async fn read_exactly<R: AsyncRead + Unpin>(reader: &mut R, len: usize) -> Result<BytesMut, Error> {
+    let mut buf = BytesMut::with_capacity(len);
+    while buf.len() < len {
+        let remaining = len - buf.len();
+        let mut window = (&mut buf).limit(remaining);
+        if reader.read_buf(&mut window).await.map_err(io_error)? == 0 {
+            return Err(Error::Protocol("stream ended inside a frame".into()));
+        }
+    }
+    Ok(buf)
 }
 
 /// Checks that the stream ends here, after the last frame.
@@ -314,14 +331,6 @@ fn take_text(input: &mut &[u8], len_bytes: usize, name: &str) -> Result<String, 
 
 fn io_error(err: std::io::Error) -> Error {
     Error::ConnectionLost(err.to_string())
-}
-
-fn truncated(err: std::io::Error) -> Error {
-    if err.kind() == std::io::ErrorKind::UnexpectedEof {
-        Error::Protocol("stream ended inside a frame".into())
-    } else {
-        io_error(err)
-    }
 }
 
 #[cfg(test)]

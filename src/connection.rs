@@ -38,6 +38,12 @@ pub(crate) struct Conn {
     streams: Semaphore,
     in_flight: AtomicUsize,
     streams_opened: AtomicU64,
+    /// Channel streams this side opened, and the peer's channel streams accepted and
+    /// still being read: what a goodbye waits for.
+    channels_opened: AtomicU64,
+    channels_accepted: AtomicU64,
+    channels_reading: AtomicUsize,
+    channels_changed: tokio::sync::Notify,
     /// One lock per incoming channel name, held by the stream delivering it.
     channel_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -70,6 +76,10 @@ impl Conn {
             streams: Semaphore::new(max_streams as usize),
             in_flight: AtomicUsize::new(0),
             streams_opened: AtomicU64::new(0),
+            channels_opened: AtomicU64::new(0),
+            channels_accepted: AtomicU64::new(0),
+            channels_reading: AtomicUsize::new(0),
+            channels_changed: tokio::sync::Notify::new(),
             channel_turns: Mutex::default(),
         })
     }
@@ -188,7 +198,36 @@ impl Conn {
     pub(crate) async fn open_channel(&self) -> Result<quinn::SendStream, Error> {
         let stream = self.quic.open_uni().await.map_err(connection_error)?;
         self.streams_opened.fetch_add(1, Ordering::Relaxed);
+        self.channels_opened.fetch_add(1, Ordering::Relaxed);
         Ok(stream)
+    }
+
+    /// Before closing: tells the peer how many channel streams this side opened and
+    /// waits until it has read them all, so that closing loses no one-way message the
+    /// peer's QUIC stack had acknowledged but its application had not read yet.
+    pub(crate) async fn say_goodbye(&self) -> Result<(), Error> {
+        let opened = self.channels_opened.load(Ordering::Relaxed);
+        if opened == 0 {
+            return Ok(());
+        }
+        let goodbye = Message::binary("goodbye", opened.to_be_bytes().to_vec());
+        let (head, payload) = codec::encode(FrameKind::Goodbye, &goodbye, u64::MAX)?;
+        self.request(head, payload, 1024).await.map(|_| ())
+    }
+
+    /// Completes once `count` peer channel streams were accepted and all are read.
+    async fn channels_drained(&self, count: u64) {
+        loop {
+            let changed = self.channels_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.channels_accepted.load(Ordering::Acquire) >= count
+                && self.channels_reading.load(Ordering::Acquire) == 0
+            {
+                return;
+            }
+            changed.await;
+        }
     }
 
     pub(crate) fn stats(&self) -> ConnectionStats {
@@ -247,6 +286,9 @@ pub(crate) async fn serve(endpoint: Arc<Endpoint>, conn: Arc<Conn>) {
     };
     let channels = async {
         while let Ok(recv) = conn.quic.accept_uni().await {
+            conn.channels_reading.fetch_add(1, Ordering::AcqRel);
+            conn.channels_accepted.fetch_add(1, Ordering::AcqRel);
+            conn.channels_changed.notify_waiters();
             endpoint
                 .tasks
                 .spawn(serve_channel(endpoint.clone(), conn.clone(), recv));
@@ -265,7 +307,7 @@ async fn serve_request(
     // A requester that never finishes its stream gets no more than the request timeout.
     let read = async {
         let frame = codec::read_frame(&mut recv, limit).await?;
-        if matches!(frame, Some((FrameKind::Request, _))) {
+        if matches!(frame, Some((FrameKind::Request | FrameKind::Goodbye, _))) {
             codec::expect_end(&mut recv).await?;
         }
         Ok(frame)
@@ -276,6 +318,28 @@ async fn serve_request(
     };
     let request = match read {
         Ok(Some((FrameKind::Request, request))) => Ok(request),
+        Ok(Some((FrameKind::Goodbye, goodbye))) => {
+            let count = <[u8; 8]>::try_from(&goodbye.payload[..]).map(u64::from_be_bytes);
+            let reply = match count {
+                Ok(count) => {
+                    let wait = conn.channels_drained(count);
+                    let _ = tokio::time::timeout(endpoint.config.request_timeout, wait).await;
+                    codec::encode(FrameKind::Response, &Message::default(), u64::MAX)
+                }
+                Err(_) => Err(Error::Protocol("a goodbye carries an 8-byte count".into())),
+            };
+            let frame = reply.or_else(|error| {
+                let message =
+                    Message::binary(error.code().as_str(), error.wire_text().into_bytes());
+                codec::encode(FrameKind::Error, &message, u64::MAX)
+            });
+            if let Ok((head, payload)) = frame {
+                if send.write_all_chunks(&mut [head, payload]).await.is_ok() {
+                    let _ = send.finish();
+                }
+            }
+            return;
+        }
         Ok(Some((kind, message))) => Err((
             message.id,
             Error::Protocol(format!(
@@ -370,6 +434,8 @@ async fn serve_channel(endpoint: Arc<Endpoint>, conn: Arc<Conn>, mut recv: quinn
         drop(guard);
         conn.release_channel_turn(&name);
     }
+    conn.channels_reading.fetch_sub(1, Ordering::AcqRel);
+    conn.channels_changed.notify_waiters();
 }
 
 /// Maps a quinn connection error to this crate's error.

@@ -18,6 +18,7 @@ use crate::inbox::Inbox;
 use crate::message::Message;
 use crate::outbox::{self, Outbox};
 use crate::pool::{Pool, PoolKey};
+use crate::socket;
 use crate::stats::{ConnectionStats, PoolStats};
 use crate::tls::{self, Identity};
 
@@ -42,6 +43,8 @@ pub(crate) struct Endpoint {
     shutdown: watch::Sender<bool>,
     /// Every task that holds connections or streams; `close` waits for them to end.
     pub(crate) tasks: TaskTracker,
+    /// The channel writers; `close` lets them deliver what was sent before it.
+    pub(crate) writers: TaskTracker,
 }
 
 impl Endpoint {
@@ -70,15 +73,15 @@ impl Endpoint {
             let addr = config
                 .listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
-            quinn::Endpoint::server(server, addr)
+            socket::endpoint(addr, Some(server))
                 .map_err(|e| Error::invalid("listen", format!("cannot listen on {addr}: {e}")))?
         } else {
             let bound = match config.listen {
-                Some(addr) => quinn::Endpoint::client(addr),
+                Some(addr) => socket::endpoint(addr, None),
                 // A dual-stack socket reaches IPv4 and IPv6 peers; fall back to IPv4 where
                 // the host has no IPv6.
-                None => quinn::Endpoint::client(SocketAddr::from(([0u16; 8], 0)))
-                    .or_else(|_| quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))),
+                None => socket::endpoint(SocketAddr::from(([0u16; 8], 0)), None)
+                    .or_else(|_| socket::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), None)),
             };
             bound.map_err(|e| Error::invalid("listen", format!("cannot bind a UDP socket: {e}")))?
         };
@@ -98,6 +101,7 @@ impl Endpoint {
             handler,
             shutdown: watch::channel(false).0,
             tasks: TaskTracker::new(),
+            writers: TaskTracker::new(),
         }))
     }
 
@@ -329,9 +333,19 @@ impl Endpoint {
     /// socket. Waits at most [`CLOSE_GRACE`] for peers to acknowledge. Idempotent.
     pub(crate) async fn close(&self) {
         self.shutdown.send_replace(true);
-        let socket = self.quic.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.inbox.close();
         self.outbox.clear();
+        // One-way messages sent before close() are delivered first: the writers finish
+        // their streams, then each peer confirms it has read them (all bounded).
+        self.writers.close();
+        let goodbyes = async {
+            self.writers.wait().await;
+            let connections = self.pool.connections();
+            let said = connections.iter().map(|conn| conn.say_goodbye());
+            futures_join(said).await;
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, goodbyes).await;
+        let socket = self.quic.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(socket) = socket {
             socket.close(app_code::CLOSED.into(), b"transport closed");
             self.tasks.close();
@@ -350,6 +364,20 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// Runs futures concurrently to completion (a small stand-in for `join_all`).
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if set.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 fn quic_transport(config: &TransportConfig) -> Result<quinn::TransportConfig, Error> {

@@ -49,6 +49,7 @@ mod message;
 mod outbox;
 mod pool;
 mod server;
+mod socket;
 mod stats;
 mod tls;
 
@@ -72,5 +73,6 @@ pub use handler::{BoxFuture, Handler, NoHandler, Peer};
 pub use inbox::INBOX_CAPACITY_PER_CHANNEL;
 pub use message::{Encoding, Message, DEFAULT_CHANNEL};
 pub use server::QuicServer;
+pub use socket::SOCKET_BUFFER_BYTES;
 pub use stats::{ConnectionStats, PoolStats};
 pub use tls::{fingerprint, parse_fingerprint, Identity, Trust, ALPN, DEV_CERT_NAMES};

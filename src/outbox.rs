@@ -185,17 +185,7 @@ async fn run_writer(endpoint: Arc<Endpoint>, key: Key, mut rx: mpsc::UnboundedRe
                 Err(_) => break,
             }
         }
-        let mut chunks: Vec<Bytes> = Vec::with_capacity(batch.len() * 2);
-        for outgoing in &batch {
-            chunks.push(outgoing.head.clone());
-            if !outgoing.payload.is_empty() {
-                chunks.push(outgoing.payload.clone());
-            }
-        }
-        let written = tokio::select! {
-            written = write_batch(&endpoint, key.0, &mut stream, chunks) => written,
-            _ = endpoint.closed() => Err(Error::Closed),
-        };
+        let written = write_batch(&endpoint, key.0, &mut stream, chunks_of(&batch)).await;
         if written.is_err() {
             stream = None;
         }
@@ -204,13 +194,43 @@ async fn run_writer(endpoint: Arc<Endpoint>, key: Key, mut rx: mpsc::UnboundedRe
             (outgoing.done)(written.clone());
         }
     }
-    if let Some((_, mut send)) = stream {
-        let _ = send.finish();
-    }
+    // Retired or closing: what is queued already goes out on the open stream; then the
+    // stream is finished, and the writer waits (bounded) until the peer has acknowledged
+    // all of it, so `close()` right after `send()` loses nothing.
     rx.close();
-    while let Ok(outgoing) = rx.try_recv() {
-        (outgoing.done)(Err(Error::Closed));
+    let rest: Vec<Outgoing> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    match stream {
+        Some((conn, mut send)) if conn.is_open() => {
+            if !rest.is_empty() {
+                let written = send
+                    .write_all_chunks(&mut chunks_of(&rest))
+                    .await
+                    .map_err(|e| conn.explain(crate::connection::write_error(e)));
+                for outgoing in rest {
+                    (outgoing.done)(written.clone());
+                }
+            }
+            if send.finish().is_ok() {
+                let _ = tokio::time::timeout(crate::endpoint::CLOSE_GRACE, send.stopped()).await;
+            }
+        }
+        _ => {
+            for outgoing in rest {
+                (outgoing.done)(Err(Error::Closed));
+            }
+        }
     }
+}
+
+fn chunks_of(batch: &[Outgoing]) -> Vec<Bytes> {
+    let mut chunks = Vec::with_capacity(batch.len() * 2);
+    for outgoing in batch {
+        chunks.push(outgoing.head.clone());
+        if !outgoing.payload.is_empty() {
+            chunks.push(outgoing.payload.clone());
+        }
+    }
+    chunks
 }
 
 async fn write_batch(

@@ -242,3 +242,30 @@ async fn pushing_to_an_agent_that_left_gives_connection_lost() {
     assert!(err.to_string().contains("disconnected"), "{err}");
     server.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_right_after_sends_still_delivers_them() {
+    let recorder = Recorder::default();
+    let server = server(recorder.clone());
+    let client = client_for(&server);
+    let addr = server.local_addr();
+    let sends: Vec<_> = (0..20_000u32)
+        .map(|i| client.send(addr, Message::binary("task", i.to_be_bytes().repeat(256))))
+        .collect();
+    for sent in sends {
+        sent.await.unwrap();
+    }
+    client.close().await;
+    assert!(
+        eventually(Duration::from_secs(10), || recorder
+            .messages
+            .lock()
+            .unwrap()
+            .len()
+            == 20_000)
+        .await,
+        "received {} of 20000",
+        recorder.messages.lock().unwrap().len()
+    );
+    server.close().await;
+}
