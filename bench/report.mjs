@@ -82,6 +82,19 @@ export function renderMarkdown(report) {
     out.push('', `Packet loss ${rate} each way (nftables in a network namespace):`, '', table(LOSS_ROWS, bucket, transports))
   }
   if (report.lossNote) out.push('', `Packet loss runs ${report.lossNote}.`)
+  if (report.boundary) {
+    const b = report.boundary
+    out.push(
+      '',
+      'The JS <-> Rust boundary on its own, no network (`node bench/boundary.mjs`):',
+      '',
+      '| crossing | per second | per item |',
+      '| --- | ---: | ---: |',
+      `| no-op native call | ${b.noopCall.callsPerSec.toFixed(0)} calls | ${b.noopCall.nsPerCall.toFixed(0)} ns |`,
+      `| batched sends, 64 B, one submit in and one event batch back | ${b.batch64B.msgsPerSec.toFixed(0)} msgs | ${b.batch64B.nsPerMessage.toFixed(0)} ns |`,
+      `| batched sends, 64 KiB Buffers in | ${b.batch64KiB.mbPerSec.toFixed(0)} MB | ${(b.batch64KiB.nsPerMessage / 1000).toFixed(1)} µs |`,
+    )
+  }
   out.push('', '| target (quic vs …) | ratio | met |', '| --- | ---: | --- |')
   for (const t of report.targets) {
     out.push(`| ${t.name} | ${t.ratio === null ? '–' : t.ratio.toFixed(2)} | ${t.met === null ? 'not measured' : t.met ? 'yes' : '**no**'} |`)

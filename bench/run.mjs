@@ -49,7 +49,7 @@ const PARAMS = QUICK
       connect: { count: 5 },
       rtt: { seconds: 1, size: 64 },
       rps: { seconds: 1, size: 1024, concurrency: 64 },
-      oneway: { count: 20000, size: 1024, window: 4096 },
+      oneway: { count: 20000, size: 1024, window: 4096, seconds: 2 },
       bulk: { size: 8 << 20, count: 1 },
       spawn10: { count: 2, agents: 10 },
       memory: { count: 50 },
@@ -58,7 +58,7 @@ const PARAMS = QUICK
       connect: { count: 30 },
       rtt: { seconds: 3, size: 64 },
       rps: { seconds: 3, size: 1024, concurrency: 64 },
-      oneway: { count: 200000, size: 1024, window: 4096 },
+      oneway: { count: 200000, size: 1024, window: 4096, seconds: 5 },
       bulk: { size: 64 << 20, count: 3 },
       spawn10: { count: 5, agents: 10 },
       memory: { count: 1000 },
@@ -285,12 +285,20 @@ try {
     progress(`packet loss runs ${lossNote}`)
   }
 
+  progress('JS <-> Rust boundary (bench/boundary.mjs)')
+  const boundaryRun = spawnSync(process.execPath, ['bench/boundary.mjs', '--json', ...(QUICK ? ['--quick'] : [])], {
+    cwd: root,
+    encoding: 'utf8',
+  })
+  if (boundaryRun.status !== 0) throw new Error(`bench/boundary.mjs failed: ${boundaryRun.stderr}`)
+  const boundary = JSON.parse(boundaryRun.stdout)
+
   const summary = summarize(results)
   const lossSummary = Object.fromEntries(Object.entries(loss).map(([rate, bucket]) => [rate, summarize(bucket)]))
   const targets = evaluateTargets(summary, lossSummary)
   const date = new Date().toISOString().replace(/[:]/g, '-').replace(/\..+/, '')
   const command = `npm run bench -- ${argv.join(' ')}`.trim()
-  const report = { date, command, machine, quick: QUICK, rounds, params: PARAMS, results: summary, loss: lossSummary, lossNote, targets, raw: { results, loss } }
+  const report = { date, command, machine, quick: QUICK, rounds, params: PARAMS, results: summary, loss: lossSummary, lossNote, boundary, targets, raw: { results, loss } }
   const dir = join(root, 'bench', 'results')
   mkdirSync(dir, { recursive: true })
   const base = join(dir, `${date}${QUICK ? '-quick' : ''}`)

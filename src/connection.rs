@@ -44,6 +44,12 @@ pub(crate) struct Conn {
     channels_accepted: AtomicU64,
     channels_reading: AtomicUsize,
     channels_changed: tokio::sync::Notify,
+    /// Requests the peer has in flight here, and the allowance it was given (grown
+    /// towards `max_streams` as it is used).
+    requests_open: AtomicUsize,
+    request_allowance: AtomicU64,
+    channel_allowance: AtomicU64,
+    max_streams: u32,
     /// One lock per incoming channel name, held by the stream delivering it.
     channel_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -80,6 +86,14 @@ impl Conn {
             channels_accepted: AtomicU64::new(0),
             channels_reading: AtomicUsize::new(0),
             channels_changed: tokio::sync::Notify::new(),
+            requests_open: AtomicUsize::new(0),
+            request_allowance: AtomicU64::new(
+                crate::endpoint::initial_stream_allowance(max_streams) as u64,
+            ),
+            channel_allowance: AtomicU64::new(
+                crate::endpoint::initial_stream_allowance(max_streams) as u64,
+            ),
+            max_streams,
             channel_turns: Mutex::default(),
         })
     }
@@ -202,6 +216,27 @@ impl Conn {
         Ok(stream)
     }
 
+    /// Raises the peer's stream allowance (×4, up to `max_streams`) when `open` streams
+    /// use three quarters of it.
+    fn grow_allowance(&self, open: usize, allowance: &AtomicU64, bidi: bool) {
+        let current = allowance.load(Ordering::Relaxed);
+        if (open as u64) * 4 < current * 3 || current >= self.max_streams as u64 {
+            return;
+        }
+        let grown = (current * 4).min(self.max_streams as u64);
+        if allowance
+            .compare_exchange(current, grown, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            let count = quinn::VarInt::from_u64(grown).unwrap_or(quinn::VarInt::MAX);
+            if bidi {
+                self.quic.set_max_concurrent_bi_streams(count);
+            } else {
+                self.quic.set_max_concurrent_uni_streams(count);
+            }
+        }
+    }
+
     /// Before closing: tells the peer how many channel streams this side opened and
     /// waits until it has read them all, so that closing loses no one-way message the
     /// peer's QUIC stack had acknowledged but its application had not read yet.
@@ -278,15 +313,21 @@ pub(crate) async fn serve(endpoint: Arc<Endpoint>, conn: Arc<Conn>) {
         let conn = conn.clone();
         async move {
             while let Ok((send, recv)) = conn.quic.accept_bi().await {
-                endpoint
-                    .tasks
-                    .spawn(serve_request(endpoint.clone(), conn.clone(), send, recv));
+                let open = conn.requests_open.fetch_add(1, Ordering::Relaxed) + 1;
+                conn.grow_allowance(open, &conn.request_allowance, true);
+                let served = serve_request(endpoint.clone(), conn.clone(), send, recv);
+                let conn = conn.clone();
+                endpoint.tasks.spawn(async move {
+                    served.await;
+                    conn.requests_open.fetch_sub(1, Ordering::Relaxed);
+                });
             }
         }
     };
     let channels = async {
         while let Ok(recv) = conn.quic.accept_uni().await {
-            conn.channels_reading.fetch_add(1, Ordering::AcqRel);
+            let reading = conn.channels_reading.fetch_add(1, Ordering::AcqRel) + 1;
+            conn.grow_allowance(reading, &conn.channel_allowance, false);
             conn.channels_accepted.fetch_add(1, Ordering::AcqRel);
             conn.channels_changed.notify_waiters();
             endpoint
@@ -323,7 +364,11 @@ async fn serve_request(
             let reply = match count {
                 Ok(count) => {
                     let wait = conn.channels_drained(count);
-                    let _ = tokio::time::timeout(endpoint.config.request_timeout, wait).await;
+                    tokio::select! {
+                        _ = tokio::time::timeout(endpoint.config.request_timeout, wait) => {}
+                        // The closer gave up waiting.
+                        _ = send.stopped() => return,
+                    }
                     codec::encode(FrameKind::Response, &Message::default(), u64::MAX)
                 }
                 Err(_) => Err(Error::Protocol("a goodbye carries an 8-byte count".into())),

@@ -380,9 +380,23 @@ async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) 
     .await
 }
 
+/// Streams a peer may open at first: [`INITIAL_STREAMS`], or the configured maximum if
+/// that is lower.
+pub(crate) fn initial_stream_allowance(max: u32) -> u32 {
+    INITIAL_STREAMS.min(max)
+}
+
+/// The initial per-connection stream allowance (each direction). Chosen so that an idle
+/// connection costs little memory (quinn preallocates per allowed stream) while a burst
+/// reaches the configured maximum after a few doublings.
+pub const INITIAL_STREAMS: u32 = 32;
+
 fn quic_transport(config: &TransportConfig) -> Result<quinn::TransportConfig, Error> {
     let mut transport = quinn::TransportConfig::default();
-    let streams = quinn::VarInt::from_u32(config.max_concurrent_streams);
+    // quinn keeps state for every stream the peer may open, so a connection starts with a
+    // small allowance that grows towards `max_concurrent_streams` as it is used
+    // (`Conn::stream_accepted`); idle connections stay small.
+    let streams = quinn::VarInt::from_u32(initial_stream_allowance(config.max_concurrent_streams));
     transport.max_concurrent_bidi_streams(streams);
     transport.max_concurrent_uni_streams(streams);
     let idle = quinn::IdleTimeout::try_from(config.max_idle_timeout)

@@ -112,7 +112,7 @@ impl Outbox {
             let writer = writers.entry(key.clone()).or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 endpoint
-                    .tasks
+                    .writers
                     .spawn(run_writer(endpoint.clone(), key.clone(), rx));
                 tx
             });
