@@ -35,6 +35,12 @@ export declare class NativeTransport {
    * after the bad one ran.
    */
   submit(batch: Uint8Array): void
+  /**
+   * Diagnostic for `bench/boundary.mjs`: answers every command of a batch at once,
+   * without the network (a request gets its own frame back as the reply; a send is
+   * reported sent), so the cost of crossing the boundary can be measured on its own.
+   */
+  loopback(batch: Uint8Array): void
   /** Aborts the request started with `token` (no-op if it already settled). */
   cancel(token: number): void
   connect(addr: string): Promise<undefined>

@@ -91,8 +91,9 @@ export function renderMarkdown(report) {
       '| crossing | per second | per item |',
       '| --- | ---: | ---: |',
       `| no-op native call | ${b.noopCall.callsPerSec.toFixed(0)} calls | ${b.noopCall.nsPerCall.toFixed(0)} ns |`,
-      `| batched sends, 64 B, one submit in and one event batch back | ${b.batch64B.msgsPerSec.toFixed(0)} msgs | ${b.batch64B.nsPerMessage.toFixed(0)} ns |`,
-      `| batched sends, 64 KiB Buffers in | ${b.batch64KiB.mbPerSec.toFixed(0)} MB | ${(b.batch64KiB.nsPerMessage / 1000).toFixed(1)} µs |`,
+      `| request + reply, 64 B, 1,000 per crossing | ${b.batched.perSec.toFixed(0)} requests | ${b.batched.nsPerRequest.toFixed(0)} ns |`,
+      `| request + reply, 64 B, 1 per crossing | ${b.single.perSec.toFixed(0)} requests | ${b.single.nsPerRequest.toFixed(0)} ns |`,
+      `| request + reply, 64 KiB Buffers in and out | ${b.buffers.mbPerSecEachWay.toFixed(0)} MB each way | ${(b.buffers.nsPerRequest / 1000).toFixed(1)} µs |`,
     )
   }
   out.push('', '| target (quic vs …) | ratio | met |', '| --- | ---: | --- |')

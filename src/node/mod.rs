@@ -255,6 +255,23 @@ impl NativeTransport {
         })
     }
 
+    /// Diagnostic for `bench/boundary.mjs`: answers every command of a batch at once,
+    /// without the network (a request gets its own frame back as the reply; a send is
+    /// reported sent), so the cost of crossing the boundary can be measured on its own.
+    #[napi(catch_unwind)]
+    pub fn loopback(&self, batch: &[u8]) -> napi::Result<()> {
+        for command in Commands::new(Bytes::copy_from_slice(batch), u64::MAX) {
+            match command.map_err(to_js)? {
+                Command::Request { token, frame, .. } => {
+                    self.events.reply(token, frame.map(|f| f.message))
+                }
+                Command::Send { token, .. } => self.events.sent(token, Ok(())),
+                Command::Respond { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Aborts the request started with `token` (no-op if it already settled).
     #[napi(catch_unwind)]
     pub fn cancel(&self, token: u32) {
