@@ -13,6 +13,7 @@ use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::handler::Peer;
 use crate::message::Message;
+use crate::reply::Responder;
 use crate::stats::ConnectionStats;
 use crate::tls::fingerprint;
 
@@ -395,52 +396,38 @@ async fn serve_request(
         Err(e @ (Error::MessageTooLarge { .. } | Error::Protocol(_))) => Err((String::new(), e)),
         Err(_) => return,
     };
-    let reply = match request {
-        Ok(request) => {
-            let id = request.id.clone();
-            let handled = endpoint.handle_request(request, conn.peer.clone());
-            let outcome = tokio::select! {
-                outcome = handled => outcome,
-                // The requester gave up (timeout, abort): stop waiting for the handler.
-                _ = send.stopped() => return,
-                _ = tokio::time::sleep(endpoint.config.request_timeout) => {
-                    Err(Error::Remote(format!(
-                        "handler did not answer within {} ms",
-                        endpoint.config.request_timeout.as_millis()
-                    )))
-                }
-            };
-            match outcome.map(|mut reply| {
-                reply.id = id.clone();
-                codec::encode(FrameKind::Response, &reply, limit)
-            }) {
-                Ok(Ok(frame)) => Ok(frame),
-                Ok(Err(Error::MessageTooLarge { size, limit })) => Err((
-                    id,
-                    Error::RefusedByPeer(format!(
-                        "the reply of {size} bytes exceeds the responder's limit of {limit} bytes"
-                    )),
-                )),
-                Ok(Err(e)) | Err(e) => Err((id, e)),
-            }
-        }
+    let (id, request) = match request {
+        Ok(request) => (request.id.clone(), Ok(request)),
         Err((id, error)) => {
             let code = match error {
                 Error::MessageTooLarge { .. } => app_code::TOO_LARGE,
                 _ => app_code::PROTOCOL,
             };
             let _ = recv.stop(code.into());
-            Err((id, error))
+            (id, Err(error))
         }
     };
-    let frame = reply.or_else(|(id, error)| {
-        let mut message = Message::binary(error.code().as_str(), error.wire_text().into_bytes());
-        message.id = id;
-        codec::encode(FrameKind::Error, &message, u64::MAX)
-    });
-    if let Ok((head, payload)) = frame {
-        if send.write_all_chunks(&mut [head, payload]).await.is_ok() {
-            let _ = send.finish();
+    let stopped = send.stopped();
+    let responder = Responder::new(send, id, limit, endpoint.tasks.clone());
+    let request = match request {
+        Ok(request) => request,
+        Err(error) => {
+            responder.answer(Err(error));
+            return;
+        }
+    };
+    let answered = endpoint.answer(request, conn.peer.clone(), responder.clone());
+    tokio::select! {
+        _ = answered => {
+            responder.answer(Err(Error::Remote("the handler finished without answering".into())));
+        }
+        // The requester gave up (timeout, abort): stop waiting for the handler.
+        _ = stopped => {}
+        _ = tokio::time::sleep(endpoint.config.request_timeout) => {
+            responder.answer(Err(Error::Remote(format!(
+                "handler did not answer within {} ms",
+                endpoint.config.request_timeout.as_millis()
+            ))));
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::inbox::Inbox;
 use crate::message::Message;
 use crate::outbox::{self, Outbox};
 use crate::pool::{Pool, PoolKey};
+use crate::reply::Responder;
 use crate::socket;
 use crate::stats::{ConnectionStats, PoolStats};
 use crate::tls::{self, Identity};
@@ -300,15 +301,14 @@ impl Endpoint {
         self.inbox.receive(from, channel).await
     }
 
-    pub(crate) async fn handle_request(
+    /// Hands a request to the handler, which answers through `responder`.
+    pub(crate) fn answer(
         &self,
         request: Message,
         peer: Peer,
-    ) -> Result<Message, Error> {
-        self.handler
-            .request(request, peer)
-            .await
-            .map_err(Error::Remote)
+        responder: Responder,
+    ) -> crate::handler::BoxFuture<()> {
+        self.handler.answer(request, peer, responder)
     }
 
     /// Hands a one-way message to the handler, or queues it for `receive`.

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::message::Message;
+use crate::reply::Responder;
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -26,6 +27,20 @@ pub trait Handler: Send + Sync + 'static {
     /// Answers a request. `Ok` is the reply (its id is set to the request's); `Err` is
     /// sent back as a remote error with this text.
     fn request(&self, request: Message, peer: Peer) -> BoxFuture<Result<Message, String>>;
+
+    /// Answers a request through `responder` instead of by returning the reply, for
+    /// handlers that answer from elsewhere (another thread, a queue, out of order). The
+    /// request waits until the returned future completes, the request timeout passes, or
+    /// the requester gives up; the answer is whatever was given to
+    /// [`Responder::respond`] by then (none is an error for the requester).
+    ///
+    /// The default calls [`Handler::request`] and responds with its outcome.
+    fn answer(&self, request: Message, peer: Peer, responder: Responder) -> BoxFuture<()> {
+        let reply = self.request(request, peer);
+        Box::pin(async move {
+            responder.respond(reply.await);
+        })
+    }
 
     /// Takes a one-way message. Messages of one channel are delivered in order, one at a
     /// time: the next is read once the returned future completes.

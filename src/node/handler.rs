@@ -1,7 +1,8 @@
 //! [`JsHandler`]: the core's handler, answered by JS through [`Events`].
 //!
 //! An incoming request becomes a REQUEST event with a token and waits until JS answers
-//! it with a RESPOND command; a one-way message becomes a MESSAGE event (bounded by
+//! it with a RESPOND command, whose reply is written to the request's stream right there
+//! on the JS thread (so the replies of one batch leave together); a one-way message becomes a MESSAGE event (bounded by
 //! [`super::events::MESSAGE_ROOM_KIB`], so a slow JS thread slows the senders).
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use tokio::sync::oneshot;
 use super::events::Events;
 use crate::handler::{BoxFuture, Handler, Peer};
 use crate::message::Message;
+use crate::reply::Responder;
 
 pub(crate) type Reply = Result<Message, String>;
 
@@ -20,7 +22,8 @@ pub(crate) struct JsHandler {
     events: Arc<Events>,
     wants_requests: AtomicBool,
     wants_messages: AtomicBool,
-    pending: Mutex<HashMap<u32, oneshot::Sender<Reply>>>,
+    /// Requests waiting for JS: where the reply goes, and whom to tell it went.
+    pending: Mutex<HashMap<u32, (Responder, oneshot::Sender<()>)>>,
     next_token: AtomicU32,
 }
 
@@ -40,15 +43,17 @@ impl JsHandler {
         self.wants_messages.store(messages, Ordering::Relaxed);
     }
 
-    /// JS answered the request `token`. Unknown tokens (the requester gave up) are ignored.
+    /// JS answered the request `token`: writes the reply (call within the runtime).
+    /// Unknown tokens (the requester gave up) are ignored.
     pub(crate) fn respond(&self, token: u32, reply: Reply) {
         let waiting = self
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&token);
-        if let Some(waiting) = waiting {
-            let _ = waiting.send(reply);
+        if let Some((responder, answered)) = waiting {
+            responder.respond(reply);
+            let _ = answered.send(());
         }
     }
 
@@ -82,11 +87,19 @@ impl Drop for PendingGuard<'_> {
 pub(crate) struct SharedHandler(pub(crate) Arc<JsHandler>);
 
 impl Handler for SharedHandler {
-    fn request(&self, request: Message, peer: Peer) -> BoxFuture<Reply> {
+    fn request(&self, _request: Message, _peer: Peer) -> BoxFuture<Reply> {
+        // Requests go through `answer`; this is what a caller of `request` would get.
+        Box::pin(async { Err("requests are answered through Handler::answer".to_owned()) })
+    }
+
+    fn answer(&self, request: Message, peer: Peer, responder: Responder) -> BoxFuture<()> {
         let handler = self.0.clone();
         Box::pin(async move {
             if !handler.wants_requests.load(Ordering::Relaxed) {
-                return Err("this peer has no request handler (onRequest)".to_owned());
+                responder.respond(Err(
+                    "this peer has no request handler (onRequest)".to_owned()
+                ));
+                return;
             }
             let token = handler.next_token.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
@@ -94,18 +107,20 @@ impl Handler for SharedHandler {
                 .pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(token, tx);
+                .insert(token, (responder.clone(), tx));
             let _guard = PendingGuard {
                 handler: &handler,
                 token,
             };
-            handler
-                .events
-                .request(token, &request, &peer)
-                .map_err(|e| e.to_string())?;
-            rx.await.unwrap_or_else(|_| {
-                Err("the transport closed before the handler answered".to_owned())
-            })
+            if let Err(e) = handler.events.request(token, &request, &peer) {
+                responder.respond(Err(e.to_string()));
+                return;
+            }
+            if rx.await.is_err() {
+                responder.respond(Err(
+                    "the transport closed before the handler answered".to_owned()
+                ));
+            }
         })
     }
 

@@ -390,7 +390,10 @@ impl NativeTransport {
             rx
         });
         let cancels = self.cancels.clone();
-        endpoint.tasks.clone().spawn(async move {
+        let tasks = endpoint.tasks.clone();
+        // The first poll, here on the JS thread, opens the stream and writes the
+        // request, so a batch's requests leave together.
+        crate::reply::spawn_polled(&tasks, async move {
             let exchange =
                 endpoint.request_encoded(addr, frame.head, frame.message.payload, timeout);
             let reply = match cancelled {

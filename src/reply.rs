@@ -1,0 +1,134 @@
+//! [`Responder`]: the stream a request's reply goes on, usable from any thread.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio_util::task::TaskTracker;
+
+use crate::codec::{self, FrameKind};
+use crate::error::Error;
+use crate::message::Message;
+
+/// Where the reply to one request goes. [`Responder::respond`] writes it; the first
+/// answer wins and later ones are ignored, as is an answer for a request whose requester
+/// gave up or whose time ran out.
+///
+/// `respond` writes on the calling thread as far as QUIC flow control allows and
+/// finishes in the background, so a thread that answers many requests in a row hands
+/// them to quinn together, and quinn packs them into fewer datagrams than replies
+/// written one by one from their own tasks.
+#[derive(Debug, Clone)]
+pub struct Responder(Arc<Slot>);
+
+#[derive(Debug)]
+struct Slot {
+    stream: Mutex<Option<quinn::SendStream>>,
+    /// The request's id, given to the reply.
+    id: String,
+    /// This side's `max_message_bytes`: a larger reply is refused.
+    limit: u64,
+    tasks: TaskTracker,
+}
+
+impl Responder {
+    pub(crate) fn new(
+        stream: quinn::SendStream,
+        id: String,
+        limit: u64,
+        tasks: TaskTracker,
+    ) -> Self {
+        Responder(Arc::new(Slot {
+            stream: Mutex::new(Some(stream)),
+            id,
+            limit,
+            tasks,
+        }))
+    }
+
+    /// The id of the request being answered.
+    pub fn request_id(&self) -> &str {
+        &self.0.id
+    }
+
+    /// Whether no answer has been written yet.
+    pub fn is_pending(&self) -> bool {
+        self.0
+            .stream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Answers the request: `Ok` is the reply (its id is set to the request's), `Err` is
+    /// sent back as a remote error with this text. Returns false if the request was
+    /// answered already. Must be called within a tokio runtime.
+    pub fn respond(&self, outcome: Result<Message, String>) -> bool {
+        self.answer(outcome.map_err(Error::Remote))
+    }
+
+    /// [`Responder::respond`] with any error (its code and text travel to the requester).
+    pub(crate) fn answer(&self, outcome: Result<Message, Error>) -> bool {
+        let Some(stream) = self.take() else {
+            return false;
+        };
+        let frame = self.encode(outcome);
+        spawn_polled(&self.0.tasks, write(stream, frame));
+        true
+    }
+
+    fn take(&self) -> Option<quinn::SendStream> {
+        self.0
+            .stream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// The reply frame, or the error frame that replaces it.
+    fn encode(&self, outcome: Result<Message, Error>) -> Option<(Bytes, Bytes)> {
+        let id = &self.0.id;
+        let outcome = outcome.and_then(|mut reply| {
+            reply.id.clone_from(id);
+            codec::encode(FrameKind::Response, &reply, self.0.limit).map_err(|e| match e {
+                Error::MessageTooLarge { size, limit } => Error::RefusedByPeer(format!(
+                    "the reply of {size} bytes exceeds the responder's limit of {limit} bytes"
+                )),
+                e => e,
+            })
+        });
+        outcome
+            .or_else(|error| {
+                let mut message =
+                    Message::binary(error.code().as_str(), error.wire_text().into_bytes());
+                message.id.clone_from(id);
+                codec::encode(FrameKind::Error, &message, u64::MAX)
+            })
+            .ok()
+    }
+}
+
+async fn write(mut stream: quinn::SendStream, frame: Option<(Bytes, Bytes)>) {
+    if let Some((head, payload)) = frame {
+        if stream.write_all_chunks(&mut [head, payload]).await.is_ok() {
+            let _ = stream.finish();
+        }
+    }
+}
+
+/// Polls `work` once on the calling thread and spawns it on `tasks` only if it is not
+/// done.
+///
+/// Writing to a QUIC stream wakes quinn's connection driver. Work that each of many
+/// tasks does in turn wakes the driver after each of them (tokio runs the woken driver
+/// next), and every write leaves in a datagram of its own. Polled here, a caller that
+/// starts many writes in a row finishes them all before the driver runs, so they leave
+/// together. The spawned task polls again at once, re-registering every waker with
+/// itself. Must be called within a tokio runtime.
+pub(crate) fn spawn_polled(tasks: &TaskTracker, work: impl Future<Output = ()> + Send + 'static) {
+    let mut work = Box::pin(work);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if work.as_mut().poll(&mut cx).is_pending() {
+        tasks.spawn(work);
+    }
+}
