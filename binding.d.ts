@@ -79,6 +79,7 @@ export interface JsConnectionStats {
   bytesReceived: number
   lostPackets: number
   streamsOpened: number
+  mtu: number
 }
 
 /** A one-way message pulled with `receive()`. */

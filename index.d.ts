@@ -165,6 +165,8 @@ export interface ConnectionStats {
   lostPackets: number
   /** Streams this side opened. */
   streamsOpened: number
+  /** Largest UDP payload this side sends on the path, bytes: 1200 at first, raised by MTU discovery. */
+  mtu: number
 }
 
 export interface TransportStats {

@@ -584,20 +584,46 @@ class QuicTransport {
     readEvents(batch, this.#sink)
   }
 
-  /** Runs the request handler and queues the reply (or the failure) for `token`. */
-  async #answer(token, buf, frame, peer) {
-    let reply
+  /**
+   * Runs the request handler and queues the reply (or the failure) for `token`. A
+   * handler that returns a plain value is answered in the same tick, without a promise.
+   */
+  #answer(token, buf, frame, peer) {
+    let result
     try {
       const handler = this.#requestHandler
       if (!handler) throw new Error('this peer has no request handler (onRequest)')
-      const payload = await handler(frameMessage(buf, frame), peer)
-      const { text, data } = encodePayload(payload, 'reply')
-      reply = { kind: Kind.RESPONSE, m: { id: '', type: 'response', streamId: '', text, data, metadata: undefined } }
+      result = handler(frameMessage(buf, frame), peer)
     } catch (err) {
-      const message = err && typeof err.message === 'string' ? err.message : String(err)
+      this.#respond(token, err, true)
+      return
+    }
+    if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
+      result.then(
+        (payload) => this.#respond(token, payload, false),
+        (err) => this.#respond(token, err, true),
+      )
+    } else {
+      this.#respond(token, result, false)
+    }
+  }
+
+  /** Queues the RESPOND command for `token`: the reply's payload, or the handler's error. */
+  #respond(token, value, failed) {
+    if (this.#closing) return
+    let reply
+    if (!failed) {
+      try {
+        const { text, data } = encodePayload(value, 'reply')
+        reply = { kind: Kind.RESPONSE, m: { id: '', type: 'response', streamId: '', text, data, metadata: undefined } }
+      } catch (err) {
+        value = err
+      }
+    }
+    if (!reply) {
+      const message = value && typeof value.message === 'string' ? value.message : String(value)
       reply = { kind: Kind.ERROR, m: { id: '', type: 'ERR_REMOTE', streamId: '', data: Buffer.from(message), metadata: undefined } }
     }
-    if (this.#closing) return
     const w = this.#writer
     w.ensure(5)
     w.u8(Command.RESPOND)

@@ -52,6 +52,7 @@ test('100 concurrent first requests to one address make exactly one connection',
   assert.equal(connections.length, 1)
   assert.equal(connections[0].remoteAddress, addr)
   assert.ok(connections[0].streamsOpened >= 100)
+  assert.ok(connections[0].mtu >= 1200, `mtu ${connections[0].mtu}`)
   assert.ok(connections[0].rttMs > 0)
   assert.ok(connections[0].bytesSent > 0 && connections[0].bytesReceived > 0)
   assert.equal(server.getStats().connections.length, 1)
@@ -96,6 +97,18 @@ test('a handler that throws rejects the caller with ERR_REMOTE and its message',
   const sync = await client.request(addrOf(server), { type: 'sync' }).catch((e) => e)
   assert.equal(sync.code, 'ERR_REMOTE')
   assert.match(sync.message, /sync failure/)
+  // A plain (not async) handler is answered in the same tick: its throw, and a reply
+  // that cannot be serialized, reach the caller the same way.
+  server.onRequest((msg) => {
+    if (msg.type === 'bigint') return { n: 1n }
+    throw new Error('plain failure')
+  })
+  const plain = await client.request(addrOf(server), { type: 'task' }).catch((e) => e)
+  assert.equal(plain.code, 'ERR_REMOTE')
+  assert.match(plain.message, /plain failure/)
+  const bigint = await client.request(addrOf(server), { type: 'bigint' }).catch((e) => e)
+  assert.equal(bigint.code, 'ERR_REMOTE')
+  assert.match(bigint.message, /not JSON-serializable/)
   await closeAll(server, client)
 })
 

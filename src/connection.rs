@@ -277,6 +277,7 @@ impl Conn {
             bytes_received: stats.udp_rx.bytes,
             lost_packets: stats.path.lost_packets,
             streams_opened: self.streams_opened.load(Ordering::Relaxed),
+            mtu: stats.path.current_mtu,
         }
     }
 }

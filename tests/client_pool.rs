@@ -125,3 +125,24 @@ async fn a_lost_connection_leaves_the_pool_and_is_redialled() {
     }
     again.close().await;
 }
+
+#[tokio::test]
+async fn mtu_discovery_raises_the_packet_size_on_loopback_past_ethernet() {
+    let server = server(Recorder::default());
+    let client = client_for(&server);
+    client
+        .request(server.local_addr(), Message::binary("task", vec![]))
+        .await
+        .unwrap();
+    let mtu = || client.connection_stats().first().map_or(0, |c| c.mtu);
+    // quinn starts at 1200 and probes upwards after the handshake; loopback carries
+    // 64 KiB datagrams, so discovery ends far past quinn's default bound of 1452.
+    assert!(
+        eventually(Duration::from_secs(5), || mtu() > 1452).await,
+        "mtu stayed at {}",
+        mtu()
+    );
+    assert!(mtu() <= agentic_flow_quic::MTU_UPPER_BOUND);
+    client.close().await;
+    server.close().await;
+}

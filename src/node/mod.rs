@@ -70,6 +70,7 @@ pub struct JsConnectionStats {
     pub bytes_received: f64,
     pub lost_packets: f64,
     pub streams_opened: f64,
+    pub mtu: u32,
 }
 
 /// `getStats()`.
@@ -333,6 +334,7 @@ impl NativeTransport {
                     bytes_received: c.bytes_received as f64,
                     lost_packets: c.lost_packets as f64,
                     streams_opened: c.streams_opened as f64,
+                    mtu: c.mtu as u32,
                 })
                 .collect(),
         }
