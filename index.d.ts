@@ -165,7 +165,7 @@ export interface ConnectionStats {
   lostPackets: number
   /** Streams this side opened. */
   streamsOpened: number
-  /** Largest UDP payload this side sends on the path, bytes: 1200 at first, raised by MTU discovery. */
+  /** Largest UDP payload this side sends on the path, bytes: 1200 at first, raised by MTU discovery (up to 1452). */
   mtu: number
 }
 

@@ -391,15 +391,6 @@ pub(crate) fn initial_stream_allowance(max: u32) -> u32 {
 /// reaches the configured maximum after a few doublings.
 pub const INITIAL_STREAMS: u32 = 32;
 
-/// The largest UDP payload MTU discovery searches for: the UDP maximum. quinn's default
-/// (1452, an Ethernet frame) kept loopback and jumbo-frame paths at a fraction of what
-/// they carry; on loopback, raising it took the Rust core's requests/s from about 76,000
-/// to 87,000-93,000 and bulk echo from about 270 to 310-340 MB/s (`npm run bench --
-/// --transports rust-quic`). A higher bound costs only a few more probes on paths that
-/// stop at 1500 bytes: quinn's binary search gives up on a size after three lost probes,
-/// and data never waits for them.
-pub const MTU_UPPER_BOUND: u16 = 65527;
-
 fn quic_transport(config: &TransportConfig) -> Result<quinn::TransportConfig, Error> {
     let mut transport = quinn::TransportConfig::default();
     // quinn keeps state for every stream the peer may open, so a connection starts with a
@@ -412,8 +403,5 @@ fn quic_transport(config: &TransportConfig) -> Result<quinn::TransportConfig, Er
         .map_err(|_| Error::invalid("maxIdleTimeoutMs", "too large for QUIC"))?;
     transport.max_idle_timeout(Some(idle));
     transport.keep_alive_interval(config.keep_alive);
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MTU_UPPER_BOUND);
-    transport.mtu_discovery_config(Some(mtu));
     Ok(transport)
 }

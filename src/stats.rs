@@ -40,7 +40,6 @@ pub struct ConnectionStats {
     /// Streams this side opened on the connection.
     pub streams_opened: u64,
     /// The largest UDP payload this side currently sends on the path, in bytes: 1200 at
-    /// first, raised by MTU discovery (up to [`crate::MTU_UPPER_BOUND`]) as probes get
-    /// through.
+    /// first, raised by quinn's MTU discovery (up to 1452) as probes get through.
     pub mtu: u16,
 }
