@@ -1,9 +1,10 @@
 //! [`JsHandler`]: the core's handler, answered by JS through [`Events`].
 //!
 //! An incoming request becomes a REQUEST event with a token and waits until JS answers
-//! it with a RESPOND command, whose reply is written to the request's stream right there
-//! on the JS thread (so the replies of one batch leave together); a one-way message becomes a MESSAGE event (bounded by
-//! [`super::events::MESSAGE_ROOM_KIB`], so a slow JS thread slows the senders).
+//! it with a RESPOND command; the replies of one submitted batch are written in one turn
+//! of one runtime task (`NativeTransport::run`), so they leave together. A one-way
+//! message becomes a MESSAGE event (bounded by [`super::events::MESSAGE_ROOM_KIB`], so a
+//! slow JS thread slows the senders).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -43,7 +44,7 @@ impl JsHandler {
         self.wants_messages.store(messages, Ordering::Relaxed);
     }
 
-    /// JS answered the request `token`: writes the reply (call within the runtime).
+    /// JS answered the request `token`: writes the reply (call on the runtime).
     /// Unknown tokens (the requester gave up) are ignored.
     pub(crate) fn respond(&self, token: u32, reply: Reply) {
         let waiting = self

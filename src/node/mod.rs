@@ -34,6 +34,7 @@ use self::options::JsTransportOptions;
 use crate::codec::FrameKind;
 use crate::config::{parse_peer_address, TransportConfig, TransportOptions};
 use crate::error::Error;
+use crate::handler::BoxFuture;
 use crate::outbox::OutgoingFrame;
 use crate::{QuicClient, QuicServer};
 
@@ -141,9 +142,11 @@ impl NativeTransport {
             }
         })
         .into_js()?;
-        // A worker thread that ends without `close()` must not leave the socket open.
-        let closing = client.clone();
-        env.add_env_cleanup_hook(closing, |client| {
+        // A worker thread that ends without `close()` must not leave the socket open, nor
+        // the event flusher waiting.
+        let closing = (client.clone(), events.clone());
+        env.add_env_cleanup_hook(closing, |(client, events)| {
+            events.close();
             napi::bindgen_prelude::spawn(async move { client.close().await });
         })?;
         Ok(NativeTransport {
@@ -198,6 +201,8 @@ impl NativeTransport {
         within_runtime_if_available(|| {
             // Consecutive sends to one address are queued together, in order.
             let mut sends: Option<(SocketAddr, Vec<OutgoingFrame>)> = None;
+            // Requests to start and replies to write, in order, on the runtime.
+            let mut work: Vec<BoxFuture<()>> = Vec::new();
             for command in commands {
                 match command.map_err(to_js)? {
                     Command::Request {
@@ -211,9 +216,13 @@ impl NativeTransport {
                             .and_then(|a| self.resolve(&a))
                             .and_then(|a| frame.map(|f| (a, f)));
                         match prepared {
-                            Ok((addr, frame)) => {
-                                self.start_request(token, cancellable, timeout_ms, addr, frame)
-                            }
+                            Ok((addr, frame)) => work.push(self.request_task(
+                                token,
+                                cancellable,
+                                timeout_ms,
+                                addr,
+                                frame,
+                            )),
                             Err(e) => self.events.failed(token, &e),
                         }
                     }
@@ -247,11 +256,13 @@ impl NativeTransport {
                             Ok(f) => Err(String::from_utf8_lossy(&f.message.payload).into_owned()),
                             Err(e) => Err(e.to_string()),
                         };
-                        self.handler.respond(token, reply);
+                        let handler = self.handler.clone();
+                        work.push(Box::pin(async move { handler.respond(token, reply) }));
                     }
                 }
             }
             self.flush_sends(sends);
+            self.run(work);
             Ok(())
         })
     }
@@ -372,14 +383,35 @@ impl NativeTransport {
         Ok(resolved)
     }
 
-    fn start_request(
+    /// Starts `work` on the runtime, all of it in one task's turn: each piece is polled
+    /// once there and goes on in a task of its own only if unfinished.
+    ///
+    /// Writing to a QUIC stream wakes quinn's connection driver. From the JS thread, that
+    /// wake-up can switch the core to the runtime's thread after every write, so that each
+    /// reply leaves in a datagram (and a `sendmsg`) of its own; and from a task of its own
+    /// per write, the runtime runs the woken driver straight after each task. Done in one
+    /// turn of one task, a batch's writes are all made before the driver runs once.
+    fn run(&self, work: Vec<BoxFuture<()>>) {
+        if work.is_empty() {
+            return;
+        }
+        let tasks = self.client.endpoint.tasks.clone();
+        tasks.clone().spawn(async move {
+            for piece in work {
+                crate::reply::spawn_polled(&tasks, piece);
+            }
+        });
+    }
+
+    /// A request's whole life: sent, answered (or failed), and reported as an event.
+    fn request_task(
         &self,
         token: u32,
         cancellable: bool,
         timeout_ms: u32,
         addr: SocketAddr,
         frame: crate::codec::TakenFrame,
-    ) {
+    ) -> BoxFuture<()> {
         let endpoint = self.client.endpoint.clone();
         let events = self.events.clone();
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
@@ -392,10 +424,7 @@ impl NativeTransport {
             rx
         });
         let cancels = self.cancels.clone();
-        let tasks = endpoint.tasks.clone();
-        // The first poll, here on the JS thread, opens the stream and writes the
-        // request, so a batch's requests leave together.
-        crate::reply::spawn_polled(&tasks, async move {
+        Box::pin(async move {
             let exchange =
                 endpoint.request_encoded(addr, frame.head, frame.message.payload, timeout);
             let reply = match cancelled {
@@ -413,7 +442,7 @@ impl NativeTransport {
                 None => exchange.await,
             };
             events.reply(token, reply);
-        });
+        })
     }
 
     fn flush_sends(&self, sends: Option<(SocketAddr, Vec<OutgoingFrame>)>) {
