@@ -153,6 +153,21 @@ test('timeoutMs gives ERR_TIMEOUT; requestTimeoutMs is the default', async () =>
   await closeAll(server, client)
 })
 
+test("a listener's requestTimeoutMs answers for a handler that never settles", async () => {
+  const server = await listener({ requestTimeoutMs: 300 })
+  server.onRequest((msg) => (msg.type === 'hang' ? new Promise(() => {}) : 'ok'))
+  const client = await dialer(server, { requestTimeoutMs: 10_000 })
+  const addr = addrOf(server)
+  const start = Date.now()
+  const err = await client.request(addr, { type: 'hang' }).catch((e) => e)
+  assert.equal(err.code, 'ERR_REMOTE')
+  assert.match(err.message, /did not answer within 300 ms/)
+  const waited = Date.now() - start
+  assert.ok(waited >= 250 && waited < 3000, `answered after ${waited} ms`)
+  assert.equal((await client.request(addr, { type: 'task' })).payload, 'ok')
+  await closeAll(server, client)
+})
+
 test('an AbortSignal aborts a request with ERR_ABORTED', async () => {
   const server = await listener()
   server.onRequest(() => new Promise((resolve) => setTimeout(() => resolve('late'), 2000)))

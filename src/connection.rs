@@ -13,7 +13,7 @@ use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::handler::Peer;
 use crate::message::Message;
-use crate::reply::Responder;
+use crate::reply::{spawn_polled, Responder};
 use crate::stats::ConnectionStats;
 use crate::tls::fingerprint;
 
@@ -317,12 +317,14 @@ pub(crate) async fn serve(endpoint: Arc<Endpoint>, conn: Arc<Conn>) {
             while let Ok((send, recv)) = conn.quic.accept_bi().await {
                 let open = conn.requests_open.fetch_add(1, Ordering::Relaxed) + 1;
                 conn.grow_allowance(open, &conn.request_allowance, true);
-                let served = serve_request(endpoint.clone(), conn.clone(), send, recv);
-                let conn = conn.clone();
-                endpoint.tasks.spawn(async move {
-                    served.await;
-                    conn.requests_open.fetch_sub(1, Ordering::Relaxed);
-                });
+                let open = OpenRequest(conn.clone());
+                // A request that has arrived whole is read and handed to the handler
+                // right here; only one still arriving, or a handler still working, gets
+                // a task of its own.
+                spawn_polled(
+                    &endpoint.tasks,
+                    serve_request(endpoint.clone(), conn.clone(), send, recv, open),
+                );
             }
         }
     };
@@ -340,11 +342,23 @@ pub(crate) async fn serve(endpoint: Arc<Endpoint>, conn: Arc<Conn>) {
     tokio::join!(requests, channels);
 }
 
+/// Counts a request of the peer's as open (towards its stream allowance) while alive:
+/// until its reply is written, or it is abandoned.
+#[derive(Debug)]
+pub(crate) struct OpenRequest(Arc<Conn>);
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.requests_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn serve_request(
     endpoint: Arc<Endpoint>,
     conn: Arc<Conn>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    open: OpenRequest,
 ) {
     let limit = endpoint.config.max_message_bytes;
     // A requester that never finishes its stream gets no more than the request timeout.
@@ -409,7 +423,7 @@ async fn serve_request(
         }
     };
     let stopped = send.stopped();
-    let responder = Responder::new(send, id, limit, endpoint.tasks.clone());
+    let responder = Responder::new(send, id, limit, endpoint.tasks.clone(), open);
     let request = match request {
         Ok(request) => request,
         Err(error) => {
@@ -417,11 +431,13 @@ async fn serve_request(
             return;
         }
     };
+    // A handler that answers at once (or hands the request on, as the Node binding's
+    // does) completes here at the first poll, before the other branches cost anything.
+    // One that never answers is answered by the responder's drop.
     let answered = endpoint.answer(request, conn.peer.clone(), responder.clone());
     tokio::select! {
-        _ = answered => {
-            responder.answer(Err(Error::Remote("the handler finished without answering".into())));
-        }
+        biased;
+        _ = answered => {}
         // The requester gave up (timeout, abort): stop waiting for the handler.
         _ = stopped => {}
         _ = tokio::time::sleep(endpoint.config.request_timeout) => {

@@ -30,9 +30,10 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Answers a request through `responder` instead of by returning the reply, for
     /// handlers that answer from elsewhere (another thread, a queue, out of order). The
-    /// request waits until the returned future completes, the request timeout passes, or
-    /// the requester gives up; the answer is whatever was given to
-    /// [`Responder::respond`] by then (none is an error for the requester).
+    /// transport answers the requester with a remote error when the returned future has
+    /// not completed within the request timeout; a handler that keeps the responder past
+    /// its future bounds the wait itself. A responder dropped unanswered answers with a
+    /// remote error too.
     ///
     /// The default calls [`Handler::request`] and responds with its outcome.
     fn answer(&self, request: Message, peer: Peer, responder: Responder) -> BoxFuture<()> {

@@ -7,12 +7,14 @@ use bytes::Bytes;
 use tokio_util::task::TaskTracker;
 
 use crate::codec::{self, FrameKind};
+use crate::connection::OpenRequest;
 use crate::error::Error;
 use crate::message::Message;
 
 /// Where the reply to one request goes. [`Responder::respond`] writes it; the first
 /// answer wins and later ones are ignored, as is an answer for a request whose requester
-/// gave up or whose time ran out.
+/// gave up or whose time ran out. When the last clone is dropped unanswered, the
+/// requester gets a remote error saying so: a request is never left without an answer.
 ///
 /// `respond` writes on the calling thread as far as QUIC flow control allows and
 /// finishes in the background, so a thread that answers many requests in a row hands
@@ -24,6 +26,10 @@ pub struct Responder(Arc<Slot>);
 #[derive(Debug)]
 struct Slot {
     stream: Mutex<Option<quinn::SendStream>>,
+    /// Where a reply written from a drop (perhaps off the runtime) is finished.
+    runtime: tokio::runtime::Handle,
+    /// Keeps the request counted as open until it is answered.
+    _open: OpenRequest,
     /// The request's id, given to the reply.
     id: String,
     /// This side's `max_message_bytes`: a larger reply is refused.
@@ -32,14 +38,18 @@ struct Slot {
 }
 
 impl Responder {
+    /// Must be called within a tokio runtime.
     pub(crate) fn new(
         stream: quinn::SendStream,
         id: String,
         limit: u64,
         tasks: TaskTracker,
+        open: OpenRequest,
     ) -> Self {
         Responder(Arc::new(Slot {
             stream: Mutex::new(Some(stream)),
+            runtime: tokio::runtime::Handle::current(),
+            _open: open,
             id,
             limit,
             tasks,
@@ -85,12 +95,18 @@ impl Responder {
             .take()
     }
 
+    fn encode(&self, outcome: Result<Message, Error>) -> Option<(Bytes, Bytes)> {
+        self.0.encode(outcome)
+    }
+}
+
+impl Slot {
     /// The reply frame, or the error frame that replaces it.
     fn encode(&self, outcome: Result<Message, Error>) -> Option<(Bytes, Bytes)> {
-        let id = &self.0.id;
+        let id = &self.id;
         let outcome = outcome.and_then(|mut reply| {
             reply.id.clone_from(id);
-            codec::encode(FrameKind::Response, &reply, self.0.limit).map_err(|e| match e {
+            codec::encode(FrameKind::Response, &reply, self.limit).map_err(|e| match e {
                 Error::MessageTooLarge { size, limit } => Error::RefusedByPeer(format!(
                     "the reply of {size} bytes exceeds the responder's limit of {limit} bytes"
                 )),
@@ -105,6 +121,23 @@ impl Responder {
                 codec::encode(FrameKind::Error, &message, u64::MAX)
             })
             .ok()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let stream = self
+            .stream
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(stream) = stream {
+            let frame = self.encode(Err(Error::Remote(
+                "the handler finished without answering".into(),
+            )));
+            let _entered = self.runtime.enter();
+            spawn_polled(&self.tasks, write(stream, frame));
+        }
     }
 }
 

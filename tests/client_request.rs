@@ -257,3 +257,60 @@ async fn close_settles_every_call_in_flight_with_closed() {
     client.close().await; // twice is harmless
     server.close().await;
 }
+
+/// Answers requests of type "drop" by dropping the responder, the rest at once.
+struct DroppingHandler;
+
+impl agentic_flow_quic::Handler for DroppingHandler {
+    fn request(
+        &self,
+        request: Message,
+        _peer: agentic_flow_quic::Peer,
+    ) -> agentic_flow_quic::BoxFuture<Result<Message, String>> {
+        Box::pin(async move { Ok(Message::binary("result", request.payload)) })
+    }
+
+    fn answer(
+        &self,
+        request: Message,
+        peer: agentic_flow_quic::Peer,
+        responder: agentic_flow_quic::Responder,
+    ) -> agentic_flow_quic::BoxFuture<()> {
+        if request.kind == "drop" {
+            drop(responder);
+            return Box::pin(async {});
+        }
+        let reply = self.request(request, peer);
+        Box::pin(async move {
+            responder.respond(reply.await);
+        })
+    }
+
+    fn message(
+        &self,
+        _message: Message,
+        _peer: agentic_flow_quic::Peer,
+    ) -> agentic_flow_quic::BoxFuture<()> {
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test]
+async fn a_responder_dropped_unanswered_answers_with_a_remote_error() {
+    let server =
+        agentic_flow_quic::QuicServer::bind(TransportConfig::default(), DroppingHandler).unwrap();
+    let client = client_for(&server);
+    let err = client
+        .request(server.local_addr(), Message::binary("drop", vec![1]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Remote);
+    assert!(err.to_string().contains("without answering"), "{err}");
+    let reply = client
+        .request(server.local_addr(), Message::binary("task", vec![2]))
+        .await
+        .unwrap();
+    assert_eq!(&reply.payload[..], &[2]);
+    client.close().await;
+    server.close().await;
+}

@@ -1,16 +1,18 @@
 //! [`JsHandler`]: the core's handler, answered by JS through [`Events`].
 //!
-//! An incoming request becomes a REQUEST event with a token and waits until JS answers
-//! it with a RESPOND command; the replies of one submitted batch are written in one turn
-//! of one runtime task (`NativeTransport::run`), so they leave together. A one-way
-//! message becomes a MESSAGE event (bounded by [`super::events::MESSAGE_ROOM_KIB`], so a
-//! slow JS thread slows the senders).
+//! An incoming request becomes a REQUEST event with a token; its responder waits in
+//! `pending` until JS answers it with a RESPOND command (the replies of one submitted
+//! batch are written in one turn of one runtime task, `NativeTransport::run`, so they
+//! leave together) or until the request timeout, which a sweeper enforces for all
+//! pending requests at once. A one-way message becomes a MESSAGE event (bounded by
+//! [`super::events::MESSAGE_ROOM_KIB`], so a slow JS thread slows the senders).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::events::Events;
 use crate::handler::{BoxFuture, Handler, Peer};
@@ -19,24 +21,43 @@ use crate::reply::Responder;
 
 pub(crate) type Reply = Result<Message, String>;
 
+/// How often the sweeper looks for requests JS has not answered in time, as a fraction
+/// of the request timeout: a late handler is answered for at most an eighth of the
+/// timeout after its deadline.
+const SWEEPS_PER_TIMEOUT: u32 = 8;
+
 pub(crate) struct JsHandler {
     events: Arc<Events>,
     wants_requests: AtomicBool,
     wants_messages: AtomicBool,
-    /// Requests waiting for JS: where the reply goes, and whom to tell it went.
-    pending: Mutex<HashMap<u32, (Responder, oneshot::Sender<()>)>>,
+    /// Requests waiting for JS: where the reply goes, and until when JS may answer.
+    pending: Mutex<HashMap<u32, (Responder, Instant)>>,
     next_token: AtomicU32,
+    request_timeout: Duration,
+    /// Set at close: the sweeper stops.
+    closed: AtomicBool,
 }
 
 impl JsHandler {
-    pub(crate) fn new(events: Arc<Events>) -> Self {
+    pub(crate) fn new(events: Arc<Events>, request_timeout: Duration) -> Self {
         JsHandler {
             events,
             wants_requests: AtomicBool::new(false),
             wants_messages: AtomicBool::new(false),
             pending: Mutex::default(),
             next_token: AtomicU32::new(1),
+            request_timeout,
+            closed: AtomicBool::new(false),
         }
+    }
+
+    /// Starts the task that answers requests JS left unanswered past the request
+    /// timeout. It ends at close, or when the handler is dropped. Call within a tokio
+    /// runtime.
+    pub(crate) fn start_sweeper(self: &Arc<Self>) {
+        let handler = Arc::downgrade(self);
+        let period = (self.request_timeout / SWEEPS_PER_TIMEOUT).max(Duration::from_millis(10));
+        tokio::spawn(sweep(handler, period));
     }
 
     pub(crate) fn set_wants(&self, requests: bool, messages: bool) {
@@ -45,41 +66,64 @@ impl JsHandler {
     }
 
     /// JS answered the request `token`: writes the reply (call on the runtime).
-    /// Unknown tokens (the requester gave up) are ignored.
+    /// Unknown tokens (timed out already) are ignored.
     pub(crate) fn respond(&self, token: u32, reply: Reply) {
-        let waiting = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&token);
-        if let Some((responder, answered)) = waiting {
+        let waiting = self.lock().remove(&token);
+        if let Some((responder, _)) = waiting {
             responder.respond(reply);
-            let _ = answered.send(());
         }
     }
 
-    /// Fails every request waiting for JS (at close).
+    /// Fails every request waiting for JS (at close). Call on the runtime.
     pub(crate) fn abandon_all(&self) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.closed.store(true, Ordering::Relaxed);
+        let pending = std::mem::take(&mut *self.lock());
+        for (responder, _) in pending.into_values() {
+            responder.respond(Err(
+                "the transport closed before the handler answered".to_owned()
+            ));
+        }
+    }
+
+    /// Answers the requests whose deadline has passed.
+    fn expire(&self, now: Instant) {
+        let expired: Vec<Responder> = {
+            let mut pending = self.lock();
+            let late: Vec<u32> = pending
+                .iter()
+                .filter(|(_, (_, deadline))| *deadline <= now)
+                .map(|(token, _)| *token)
+                .collect();
+            late.iter()
+                .filter_map(|token| pending.remove(token))
+                .map(|(responder, _)| responder)
+                .collect()
+        };
+        for responder in expired {
+            responder.respond(Err(format!(
+                "handler did not answer within {} ms",
+                self.request_timeout.as_millis()
+            )));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, (Responder, Instant)>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Removes a pending request when its future is dropped unanswered.
-struct PendingGuard<'a> {
-    handler: &'a JsHandler,
-    token: u32,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.handler
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.token);
+async fn sweep(handler: Weak<JsHandler>, period: Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(handler) = handler
+            .upgrade()
+            .filter(|h| !h.closed.load(Ordering::Relaxed))
+        else {
+            return;
+        };
+        handler.expire(Instant::now());
     }
 }
 
@@ -93,36 +137,23 @@ impl Handler for SharedHandler {
         Box::pin(async { Err("requests are answered through Handler::answer".to_owned()) })
     }
 
+    /// Hands the request to JS and completes at once; the responder waits in `pending`.
     fn answer(&self, request: Message, peer: Peer, responder: Responder) -> BoxFuture<()> {
-        let handler = self.0.clone();
-        Box::pin(async move {
-            if !handler.wants_requests.load(Ordering::Relaxed) {
-                responder.respond(Err(
-                    "this peer has no request handler (onRequest)".to_owned()
-                ));
-                return;
-            }
+        let handler = &self.0;
+        if !handler.wants_requests.load(Ordering::Relaxed) {
+            responder.respond(Err(
+                "this peer has no request handler (onRequest)".to_owned()
+            ));
+        } else {
             let token = handler.next_token.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = oneshot::channel();
-            handler
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(token, (responder.clone(), tx));
-            let _guard = PendingGuard {
-                handler: &handler,
-                token,
-            };
+            let deadline = Instant::now() + handler.request_timeout;
+            handler.lock().insert(token, (responder.clone(), deadline));
             if let Err(e) = handler.events.request(token, &request, &peer) {
+                handler.lock().remove(&token);
                 responder.respond(Err(e.to_string()));
-                return;
             }
-            if rx.await.is_err() {
-                responder.respond(Err(
-                    "the transport closed before the handler answered".to_owned()
-                ));
-            }
-        })
+        }
+        Box::pin(std::future::ready(()))
     }
 
     fn message(&self, message: Message, peer: Peer) -> BoxFuture<()> {

@@ -131,9 +131,10 @@ impl NativeTransport {
     ) -> napi::Result<Self> {
         let config = TransportConfig::try_from(TransportOptions::from(options)).into_js()?;
         let events = Arc::new(Events::new(on_events)?);
-        let handler = Arc::new(JsHandler::new(events.clone()));
+        let handler = Arc::new(JsHandler::new(events.clone(), config.request_timeout));
         let shared = SharedHandler(handler.clone());
         let (client, listening) = within_runtime_if_available(|| {
+            handler.start_sweeper();
             if config.listen.is_some() {
                 let server = QuicServer::bind(config, shared)?;
                 Ok::<_, Error>((server.client(), Some(server.local_addr())))
