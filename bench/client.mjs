@@ -8,6 +8,8 @@
 //   bulk     size=67108864 count=3: one payload echoed, MB/s each way
 //   spawn10  count=5 agents=10: that many fresh agents connect and request at once: wall ms
 //   memory   count=1000: open that many connections, print OPEN, wait for a stdin line, close
+//   requests count=20000 size=1024 concurrency=64: exactly that many requests, no warm-up
+//            (for instruction counts: bench/callgrind.sh)
 import { readFileSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { latencySummary } from './stats.mjs'
@@ -145,6 +147,21 @@ const scenarios = {
       await Promise.all(agents.map((a) => a.close()))
     }
     return { ...latencySummary(walls), wallMs: latencySummary(walls).p50Ms }
+  },
+
+  async requests() {
+    const client = await connect()
+    const payload = Buffer.alloc(param('size', 1024), 7)
+    let left = param('count', 20000)
+    const start = now()
+    await Promise.all(
+      Array.from({ length: param('concurrency', 64) }, async () => {
+        while (left-- > 0) await client.request(payload)
+      }),
+    )
+    const seconds = msSince(start) / 1000
+    await client.close()
+    return { requests: param('count', 20000), seconds }
   },
 
   async memory() {

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Instructions per request on one side of the request path, counted by callgrind
+# (repeatable where timings on a shared machine are not):
+#   bash bench/callgrind.sh [server|client] [transport] [count] [size]
+#   e.g. bash bench/callgrind.sh server quic 20000 1024
+# Runs `count` requests of `size` bytes, 64 in flight, between bench/server.mjs and
+# bench/client.mjs; the measured side runs under valgrind from its first request to its
+# last (startup is not counted). Prints instructions per request and the top functions.
+# (Rust frames have names only in an unstripped build: CARGO_PROFILE_RELEASE_STRIP=none
+# npm run build.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+side=${1:-server} transport=${2:-quic} count=${3:-20000} size=${4:-1024}
+command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+node -e "
+  const { QuicTransport } = require('./index.js')
+  const c = QuicTransport.generateCertificate(['localhost', '127.0.0.1'])
+  require('fs').writeFileSync('$work/cert.pem', c.cert)
+  require('fs').writeFileSync('$work/key.pem', c.key)"
+grind=(valgrind --tool=callgrind "--callgrind-out-file=$work/cg.out" --log-file="$work/valgrind.log")
+server_prefix=()
+if [ "$side" = server ]; then server_prefix=("${grind[@]}" --instr-atstart=no); fi
+coproc SERVER { taskset -c 1 "${server_prefix[@]}" node bench/server.mjs "$transport" 127.0.0.1 0 "$work/cert.pem" "$work/key.pem"; }
+read -r ready <&"${SERVER[0]}"
+port=${ready#READY }
+if [ "$side" = server ]; then
+  grinding=$(pgrep -f -- "--callgrind-out-file=$work/cg.out" | head -n 1)
+  callgrind_control -i on "$grinding" >/dev/null 2>&1
+  taskset -c 0 node bench/client.mjs "$transport" 127.0.0.1 "$port" "$work/cert.pem" requests "count=$count" "size=$size" >/dev/null 2>&1
+  callgrind_control -i off "$grinding" >/dev/null 2>&1
+  callgrind_control -d "$grinding" >/dev/null 2>&1
+else
+  # The client is counted whole, less a run of one request (its startup and handshake).
+  taskset -c 0 "${grind[@]}" node bench/client.mjs "$transport" 127.0.0.1 "$port" "$work/cert.pem" requests count=1 "size=$size" >/dev/null 2>&1
+  mv "$work/cg.out" "$work/one.out"
+  taskset -c 0 "${grind[@]}" node bench/client.mjs "$transport" 127.0.0.1 "$port" "$work/cert.pem" requests "count=$count" "size=$size" >/dev/null 2>&1
+fi
+echo quit >&"${SERVER[1]}"
+wait
+total() { cat "$@" | awk '/^(summary|totals):/ { s += $2 } END { printf "%d", s }'; }
+ir=$(total "$work"/cg.out*)
+if [ "$side" = client ]; then ir=$((ir - $(total "$work/one.out"))); fi
+echo "$side ($transport): $((ir / count)) instructions per request ($ir for $count requests of $size B, 64 in flight)"
+callgrind_annotate --inclusive=no $(ls "$work"/cg.out* | tail -1) 2>/dev/null | sed -n '/file:function/,$p' | sed -n '3,22p' | cut -c1-160
