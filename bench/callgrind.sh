@@ -14,11 +14,7 @@ side=${1:-server} transport=${2:-quic} count=${3:-20000} size=${4:-1024}
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-node -e "
-  const { QuicTransport } = require('./index.js')
-  const c = QuicTransport.generateCertificate(['localhost', '127.0.0.1'])
-  require('fs').writeFileSync('$work/cert.pem', c.cert)
-  require('fs').writeFileSync('$work/key.pem', c.key)"
+node bench/make-cert.mjs "$work"
 grind=(valgrind --tool=callgrind "--callgrind-out-file=$work/cg.out" --log-file="$work/valgrind.log")
 server_prefix=()
 if [ "$side" = server ]; then server_prefix=("${grind[@]}" --instr-atstart=no); fi

@@ -11,11 +11,7 @@ transport=$1 side=$2 scenario=$3
 shift 3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-node -e "
-  const { QuicTransport } = require('./index.js')
-  const c = QuicTransport.generateCertificate(['localhost', '127.0.0.1'])
-  require('fs').writeFileSync('$work/cert.pem', c.cert)
-  require('fs').writeFileSync('$work/key.pem', c.key)"
+node bench/make-cert.mjs "$work"
 record=(perf record -F 2000 -e cpu-clock -g -o /tmp/afq-perf.data --)
 server_prefix=() client_prefix=()
 if [ "$side" = server ]; then server_prefix=("${record[@]}"); else client_prefix=("${record[@]}"); fi

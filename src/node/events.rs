@@ -72,6 +72,11 @@ type EventFn = ThreadsafeFunction<(), Unknown<'static>, Buffer, Status, false, t
 
 pub(crate) struct Events {
     shared: Arc<Shared>,
+    deliver: Arc<EventFn>,
+    /// The JS thread: events raised there (failures found while parsing a submitted
+    /// batch) are delivered straight away rather than through the flusher, which would
+    /// cost a wake-up of the runtime's thread and back.
+    js_thread: std::thread::ThreadId,
 }
 
 impl Events {
@@ -104,8 +109,13 @@ impl Events {
                 taking.room.add_permits(held);
                 Ok(Buffer::from(buf))
             })?;
-        napi::bindgen_prelude::spawn(flush(shared.clone(), deliver));
-        Ok(Events { shared })
+        let deliver = Arc::new(deliver);
+        napi::bindgen_prelude::spawn(flush(shared.clone(), deliver.clone()));
+        Ok(Events {
+            shared,
+            deliver,
+            js_thread: std::thread::current().id(),
+        })
     }
 
     /// Appends a record; schedules a JS call if none is pending.
@@ -121,7 +131,14 @@ impl Events {
             !std::mem::replace(&mut pending.scheduled, true)
         };
         if schedule {
-            self.shared.started.notify_one();
+            if std::thread::current().id() == self.js_thread {
+                // Fails only once the JS environment is going away; nobody is left to tell.
+                let _ = self
+                    .deliver
+                    .call((), ThreadsafeFunctionCallMode::NonBlocking);
+            } else {
+                self.shared.started.notify_one();
+            }
         }
     }
 
@@ -209,7 +226,7 @@ impl Events {
 
 /// Delivers each started batch to JS with one threadsafe call, after letting the tasks
 /// already woken add their events; ends at [`Events::close`].
-async fn flush(shared: Arc<Shared>, deliver: EventFn) {
+async fn flush(shared: Arc<Shared>, deliver: Arc<EventFn>) {
     loop {
         shared.started.notified().await;
         tokio::task::yield_now().await;
