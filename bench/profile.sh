@@ -3,6 +3,7 @@
 # so it works without hardware counters), each side pinned to its own core:
 #   bash bench/profile.sh <transport> <server|client> <scenario> [key=value ...]
 #   e.g. bash bench/profile.sh quic client rps seconds=3
+#        bash bench/profile.sh rust-quic server rps seconds=3   (the Rust core alone)
 # Then: perf report -i /tmp/afq-perf.data --no-children --sort comm,dso
 # (Rust frames have names only in an unstripped build: CARGO_PROFILE_RELEASE_STRIP=none.)
 set -euo pipefail
@@ -15,10 +16,23 @@ node bench/make-cert.mjs "$work"
 record=(perf record -F 2000 -e cpu-clock -g -o /tmp/afq-perf.data --)
 server_prefix=() client_prefix=()
 if [ "$side" = server ]; then server_prefix=("${record[@]}"); else client_prefix=("${record[@]}"); fi
-coproc SERVER { taskset -c 1 "${server_prefix[@]}" node --perf-basic-prof bench/server.mjs "$transport" 127.0.0.1 0 "$work/cert.pem" "$work/key.pem"; }
+if [ "$transport" = rust-quic ]; then
+  # The Rust core alone (examples/bench_peer.rs); key=value parameters become --key value.
+  peer=target/release/examples/bench_peer
+  [ -x "$peer" ] || cargo build --release --no-default-features --example bench_peer
+  server=("$peer" server --host 127.0.0.1 --port 0 --cert "$work/cert.pem" --key "$work/key.pem")
+  flags=()
+  for kv in "$@"; do flags+=("--${kv%%=*}" "${kv#*=}"); done
+  client=("$peer" client --host 127.0.0.1 --ca "$work/cert.pem" --scenario "$scenario" "${flags[@]}" --port)
+else
+  server=(node --perf-basic-prof bench/server.mjs "$transport" 127.0.0.1 0 "$work/cert.pem" "$work/key.pem")
+  client=(node --perf-basic-prof bench/client.mjs "$transport" 127.0.0.1 PORT "$work/cert.pem" "$scenario" "$@")
+fi
+coproc SERVER { taskset -c 1 "${server_prefix[@]}" "${server[@]}"; }
 read -r ready <&"${SERVER[0]}"
 port=${ready#READY }
-taskset -c 0 "${client_prefix[@]}" node --perf-basic-prof bench/client.mjs "$transport" 127.0.0.1 "$port" "$work/cert.pem" "$scenario" "$@"
+if [ "$transport" = rust-quic ]; then client+=("$port"); else client=("${client[@]/PORT/$port}"); fi
+taskset -c 0 "${client_prefix[@]}" "${client[@]}"
 echo quit >&"${SERVER[1]}"
 wait
 rm -f isolate-*-v8.log
