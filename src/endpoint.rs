@@ -391,6 +391,14 @@ pub(crate) fn initial_stream_allowance(max: u32) -> u32 {
 /// reaches the configured maximum after a few doublings.
 pub const INITIAL_STREAMS: u32 = 32;
 
+/// The longest the peer may wait before acknowledging a packet, asked for with QUIC's
+/// acknowledgement frequency extension (quinn's default is 25 ms; a peer without the
+/// extension ignores the request). The delay is part of every probe timeout, so it sets
+/// how fast a lost packet at the end of a burst is noticed, and how long closing drains.
+/// In `npm run bench`, going from 25 to 5 ms cut the 1% loss rtt p99 by about three
+/// quarters (README, Performance).
+pub const MAX_ACK_DELAY: Duration = Duration::from_millis(5);
+
 fn quic_transport(config: &TransportConfig) -> Result<quinn::TransportConfig, Error> {
     let mut transport = quinn::TransportConfig::default();
     // quinn keeps state for every stream the peer may open, so a connection starts with a
@@ -403,5 +411,34 @@ fn quic_transport(config: &TransportConfig) -> Result<quinn::TransportConfig, Er
         .map_err(|_| Error::invalid("maxIdleTimeoutMs", "too large for QUIC"))?;
     transport.max_idle_timeout(Some(idle));
     transport.keep_alive_interval(config.keep_alive);
+    let mut acks = quinn::AckFrequencyConfig::default();
+    acks.max_ack_delay(Some(MAX_ACK_DELAY));
+    transport.ack_frequency_config(Some(acks));
     Ok(transport)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{parse_fingerprint, Message, NoHandler, QuicClient, QuicServer};
+
+    #[tokio::test]
+    async fn peers_are_asked_to_acknowledge_within_max_ack_delay() {
+        let server = QuicServer::bind(TransportConfig::default(), NoHandler).unwrap();
+        let mut config = TransportConfig::default();
+        config
+            .trust
+            .pins
+            .push(parse_fingerprint(&server.fingerprint()).unwrap());
+        let client = QuicClient::new(config).unwrap();
+        // Any exchange will do (this one is refused: the server has no handler).
+        let _ = client
+            .request(server.local_addr(), Message::binary("task", vec![]))
+            .await;
+        let connections = client.endpoint.pool.connections();
+        let sent = connections[0].quic.stats().frame_tx.ack_frequency;
+        assert!(sent >= 1, "no ACK_FREQUENCY frame was sent");
+        client.close().await;
+        server.close().await;
+    }
 }

@@ -68,7 +68,7 @@ pub use config::{
     MAX_MESSAGE_BYTES_LIMIT,
 };
 pub use connection::app_code;
-pub use endpoint::{CLOSE_GRACE, INITIAL_STREAMS};
+pub use endpoint::{CLOSE_GRACE, INITIAL_STREAMS, MAX_ACK_DELAY};
 pub use error::{Error, ErrorCode};
 pub use handler::{BoxFuture, Handler, NoHandler, Peer};
 pub use inbox::INBOX_CAPACITY_PER_CHANNEL;
