@@ -343,7 +343,7 @@ pub(crate) async fn serve(endpoint: Arc<Endpoint>, conn: Arc<Conn>) {
 }
 
 /// Counts a request of the peer's as open (towards its stream allowance) while alive:
-/// until its reply is written, or it is abandoned.
+/// until it is answered (the reply handed to QUIC) or abandoned.
 #[derive(Debug)]
 pub(crate) struct OpenRequest(Arc<Conn>);
 
