@@ -61,15 +61,6 @@ impl Responder {
         &self.0.id
     }
 
-    /// Whether no answer has been written yet.
-    pub fn is_pending(&self) -> bool {
-        self.0
-            .stream
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-    }
-
     /// Answers the request: `Ok` is the reply (its id is set to the request's), `Err` is
     /// sent back as a remote error with this text. Returns false if the request was
     /// answered already. Must be called within a tokio runtime.
@@ -82,7 +73,7 @@ impl Responder {
         let Some(stream) = self.take() else {
             return false;
         };
-        let frame = self.encode(outcome);
+        let frame = self.0.encode(outcome);
         spawn_polled(&self.0.tasks, write(stream, frame));
         true
     }
@@ -93,10 +84,6 @@ impl Responder {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
-    }
-
-    fn encode(&self, outcome: Result<Message, Error>) -> Option<(Bytes, Bytes)> {
-        self.0.encode(outcome)
     }
 }
 
