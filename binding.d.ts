@@ -13,9 +13,9 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class NativeTransport {
   /**
    * Binds the socket (and listens when `options.listen` is set). `onEvents` receives
-   * every event as a batch Buffer (see `events.rs`).
+   * every event as a batch Buffer, and the batch's detached payloads (see `events.rs`).
    */
-  static create(options: JsTransportOptions, onEvents: (arg: Buffer) => unknown): NativeTransport
+  static create(options: JsTransportOptions, onEvents: (arg0: Buffer, arg1?: Array<Buffer> | undefined | null) => unknown): NativeTransport
   /** The listening address, or null for a dial-only transport. */
   get address(): JsAddress | null
   /** `sha256/…` of this transport's certificate. */
@@ -28,19 +28,20 @@ export declare class NativeTransport {
    */
   setHandlers(requests: boolean, messages: boolean): void
   /**
-   * Carries out a batch of commands (see `commands.rs`). Outcomes arrive as events.
+   * Carries out a batch of commands (see `commands.rs`), with the payloads of its
+   * DETACHED commands in order. Outcomes arrive as events.
    *
    * # Errors
    * Throws `[ERR_PROTOCOL]` when the batch does not parse; then none of the commands
    * after the bad one ran.
    */
-  submit(batch: Uint8Array): void
+  submit(batch: Uint8Array, detached?: Array<Buffer> | undefined | null): void
   /**
    * Diagnostic for `bench/boundary.mjs`: answers every command of a batch at once,
    * without the network (a request gets its own frame back as the reply; a send is
    * reported sent), so the cost of crossing the boundary can be measured on its own.
    */
-  loopback(batch: Uint8Array): void
+  loopback(batch: Uint8Array, detached?: Array<Buffer> | undefined | null): void
   /** Aborts the request started with `token` (no-op if it already settled). */
   cancel(token: number): void
   connect(addr: string): Promise<undefined>

@@ -97,7 +97,10 @@ export interface AgentMessage<P = unknown> {
   id?: string
   /** `'task'`, `'result'`, `'status'`, `'coordination'`, `'heartbeat'` or any other string. */
   type: string
-  /** Any JSON value, or bytes (a Buffer/Uint8Array arrives as a Buffer). */
+  /**
+   * Any JSON value, or bytes (a Buffer/Uint8Array arrives as a Buffer). Bytes are copied
+   * before the call that takes the message returns: the caller may reuse its buffer.
+   */
   payload?: P
   /** Any JSON value. */
   metadata?: unknown

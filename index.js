@@ -291,7 +291,7 @@ class QuicTransport {
     let transport
     let native
     try {
-      native = NativeTransport.create(parsed, (batch) => transport.#onEvents(batch))
+      native = NativeTransport.create(parsed, (batch, detached) => transport.#onEvents(batch, detached))
     } catch (err) {
       throw fromNative(err)
     }
@@ -383,6 +383,7 @@ class QuicTransport {
       w.u32(timeoutMs === undefined ? 0 : Math.ceil(timeoutMs))
       this.#writeFrame(start, () => w.text16(addr, 'addr'), Kind.REQUEST, m)
       const promise = this.#expect(token)
+      this.#submitIfDetached()
       if (signal) {
         const onAbort = () => {
           const call = this.#take(token)
@@ -507,7 +508,9 @@ class QuicTransport {
     w.u8(Command.SEND)
     w.u32(token)
     this.#writeFrame(start, () => w.text16(addr, 'addr'), Kind.MESSAGE, m)
-    return this.#expect(token)
+    const promise = this.#expect(token)
+    this.#submitIfDetached()
+    return promise
   }
 
   /** Writes a command's address and frame; undoes the command if the frame is refused. */
@@ -516,13 +519,13 @@ class QuicTransport {
     let size
     try {
       writeAddress()
-      size = w.frame(kind, m)
+      size = w.frame(kind, m, start)
     } catch (err) {
-      w.len = start
+      w.truncate(start)
       throw err instanceof RangeError ? invalidArg(`invalid msg: ${err.message}`) : err
     }
     if (size > this.#maxMessageBytes) {
-      w.len = start
+      w.truncate(start)
       throw new QuicTransportError(
         'ERR_MESSAGE_TOO_LARGE',
         `message of ${size} bytes exceeds the limit of ${this.#maxMessageBytes} bytes`,
@@ -538,6 +541,14 @@ class QuicTransport {
     process.nextTick(this.#flush)
   }
 
+  /**
+   * A large payload is not copied into the batch, so the batch goes at once, before the
+   * caller can change the payload's bytes (Rust copies them during the call).
+   */
+  #submitIfDetached() {
+    if (this.#writer.detached.length > 0) this.#submit()
+  }
+
   /** Hands this tick's commands to Rust in one call. */
   #submit() {
     this.#flushScheduled = false
@@ -546,7 +557,7 @@ class QuicTransport {
     const tokens = this.#batchTokens
     this.#batchTokens = []
     try {
-      this.#native.submit(w.view())
+      this.#native.submit(w.view(), w.detached.length > 0 ? w.detached : undefined)
     } catch (err) {
       const error = fromNative(err, 'ERR_PROTOCOL')
       for (const token of tokens) this.#take(token)?.reject(error)
@@ -580,8 +591,8 @@ class QuicTransport {
     }
   }
 
-  #onEvents(batch) {
-    readEvents(batch, this.#sink)
+  #onEvents(batch, detached) {
+    readEvents(batch, this.#sink, detached)
   }
 
   /**
@@ -625,11 +636,13 @@ class QuicTransport {
       reply = { kind: Kind.ERROR, m: { id: '', type: 'ERR_REMOTE', streamId: '', data: Buffer.from(message), metadata: undefined } }
     }
     const w = this.#writer
+    const start = w.len
     w.ensure(5)
     w.u8(Command.RESPOND)
     w.u32(token)
-    w.frame(reply.kind, reply.m)
+    w.frame(reply.kind, reply.m, start)
     this.#schedule()
+    this.#submitIfDetached()
   }
 
   #deliver(buf, frame, peer) {

@@ -10,6 +10,12 @@ const FLAG_JSON = 1
 const Kind = Object.freeze({ REQUEST: 1, RESPONSE: 2, ERROR: 3, MESSAGE: 4 })
 const Command = Object.freeze({ REQUEST: 1, SEND: 2, RESPOND: 3 })
 const Event = Object.freeze({ REPLY: 1, FAILED: 2, SENT: 3, REQUEST: 4, MESSAGE: 5, PEER: 6 })
+// Set in a command's or an event's code when its frame's payload is not inline but is
+// the next of the Buffers passed alongside the batch (src/node/commands.rs, events.rs).
+const DETACHED = 0x80
+// Binary payloads this large or larger are passed alongside the batch, not copied into
+// it (Rust copies each once either way).
+const DETACH_PAYLOAD_BYTES = 64 * 1024
 
 const INITIAL_SIZE = 64 * 1024
 // A batch buffer that grew past this is dropped after use rather than kept.
@@ -17,12 +23,25 @@ const KEEP_AT_MOST = 4 * 1024 * 1024
 
 /**
  * Appends commands to one reusable Buffer. `submit` copies it synchronously, so the
- * same memory serves the next batch.
+ * same memory serves the next batch. Large binary payloads are kept aside in
+ * `detached` (submitted with the batch) rather than copied in.
  */
 class BatchWriter {
   constructor() {
     this.buf = Buffer.allocUnsafe(INITIAL_SIZE)
     this.len = 0
+    this.detached = []
+    // Where each detached payload's command starts, to undo it with `truncate`.
+    this.detachedAt = []
+  }
+
+  /** Drops everything written from `len` on (a refused command). */
+  truncate(len) {
+    this.len = len
+    while (this.detachedAt.length > 0 && this.detachedAt[this.detachedAt.length - 1] >= len) {
+      this.detachedAt.pop()
+      this.detached.pop()
+    }
   }
 
   ensure(extra) {
@@ -53,11 +72,13 @@ class BatchWriter {
   }
 
   /**
-   * Appends a wire frame for `m` ({ id, type, streamId, text | data, metadata }) and
-   * returns its size as `maxMessageBytes` counts it (fields plus payload).
+   * Appends a wire frame for `m` ({ id, type, streamId, text | data, metadata }) to the
+   * command that starts at `commandAt`, and returns its size as `maxMessageBytes` counts
+   * it (fields plus payload).
    */
-  frame(kind, m) {
+  frame(kind, m, commandAt) {
     const json = m.data === undefined
+    const detach = !json && m.data.length >= DETACH_PAYLOAD_BYTES
     this.ensure(HEADER + 4)
     const start = this.len
     const buf = this.buf
@@ -70,7 +91,7 @@ class BatchWriter {
     this.text16(m.type, 'type')
     this.text16(m.streamId || '', 'streamId')
     const metadata = m.metadata || ''
-    this.ensure(4 + 3 * metadata.length + (json ? 3 * m.text.length : m.data.length))
+    this.ensure(4 + 3 * metadata.length + (json ? 3 * m.text.length : detach ? 0 : m.data.length))
     const out = this.buf
     const metaAt = this.len
     const metaLen = metadata.length === 0 ? 0 : out.write(metadata, metaAt + 4, 'utf8')
@@ -80,11 +101,17 @@ class BatchWriter {
     let payloadLen
     if (json) {
       payloadLen = m.text.length === 0 ? 0 : out.write(m.text, this.len, 'utf8')
+      this.len += payloadLen
+    } else if (detach) {
+      payloadLen = m.data.length
+      out[commandAt] |= DETACHED
+      this.detached.push(m.data)
+      this.detachedAt.push(commandAt)
     } else {
       out.set(m.data, this.len)
       payloadLen = m.data.length
+      this.len += payloadLen
     }
-    this.len += payloadLen
     out.writeUInt32BE(fieldsLen, start + 4)
     out.writeUInt32BE(payloadLen, start + 8)
     return fieldsLen + payloadLen
@@ -96,6 +123,10 @@ class BatchWriter {
 
   reset() {
     this.len = 0
+    if (this.detached.length > 0) {
+      this.detached = []
+      this.detachedAt = []
+    }
     if (this.buf.length > KEEP_AT_MOST) this.buf = Buffer.allocUnsafe(INITIAL_SIZE)
   }
 }
@@ -125,12 +156,40 @@ function readFrame(buf, at) {
   return { kind, json, id, type, streamId, metadata, payloadStart, payloadEnd: payloadStart + payloadLen }
 }
 
-/** Walks an event batch, calling `sink.reply/failed/sent/request/message`. */
-function readEvents(buf, sink) {
+/**
+ * Reads the frame of an event record at `at`. `frame.src` is the Buffer its payload is
+ * in (`payloadStart`/`payloadEnd` refer to it): `buf`, or for a DETACHED record the
+ * next of `detached` (`next.i` counts them). `frame.end` is where the record ends.
+ */
+function eventFrame(buf, at, code, detached, next) {
+  const frame = readFrame(buf, at)
+  if ((code & DETACHED) === 0) {
+    frame.src = buf
+    frame.end = frame.payloadEnd
+    return frame
+  }
+  const payload = detached?.[next.i++]
+  if (payload === undefined || payload.length !== frame.payloadEnd - frame.payloadStart) {
+    throw new Error('agentic-flow-quic: a detached payload is missing from a batch from the native side')
+  }
+  frame.src = payload
+  frame.end = frame.payloadStart
+  frame.payloadStart = 0
+  frame.payloadEnd = payload.length
+  return frame
+}
+
+/**
+ * Walks an event batch, calling `sink.reply/failed/sent/request/message`; `detached`
+ * holds the payloads of its DETACHED records, in order.
+ */
+function readEvents(buf, sink, detached) {
   const peers = []
+  const next = { i: 0 }
   let at = 0
   while (at < buf.length) {
-    const event = buf[at]
+    const code = buf[at]
+    const event = code & ~DETACHED
     at += 1
     switch (event) {
       case Event.PEER: {
@@ -147,9 +206,9 @@ function readEvents(buf, sink) {
       }
       case Event.REPLY: {
         const token = buf.readUInt32BE(at)
-        const frame = readFrame(buf, at + 4)
-        at = frame.payloadEnd
-        sink.reply(token, buf, frame)
+        const frame = eventFrame(buf, at + 4, code, detached, next)
+        at = frame.end
+        sink.reply(token, frame.src, frame)
         break
       }
       case Event.FAILED: {
@@ -170,16 +229,16 @@ function readEvents(buf, sink) {
       case Event.REQUEST: {
         const token = buf.readUInt32BE(at)
         const peer = peers[buf.readUInt32BE(at + 4)]
-        const frame = readFrame(buf, at + 8)
-        at = frame.payloadEnd
-        sink.request(token, buf, frame, peer)
+        const frame = eventFrame(buf, at + 8, code, detached, next)
+        at = frame.end
+        sink.request(token, frame.src, frame, peer)
         break
       }
       case Event.MESSAGE: {
         const peer = peers[buf.readUInt32BE(at)]
-        const frame = readFrame(buf, at + 4)
-        at = frame.payloadEnd
-        sink.message(buf, frame, peer)
+        const frame = eventFrame(buf, at + 4, code, detached, next)
+        at = frame.end
+        sink.message(frame.src, frame, peer)
         break
       }
       default:
@@ -188,4 +247,4 @@ function readEvents(buf, sink) {
   }
 }
 
-module.exports = { BatchWriter, Command, Event, Kind, readEvents, readFrame }
+module.exports = { BatchWriter, Command, DETACHED, DETACH_PAYLOAD_BYTES, Event, Kind, readEvents, readFrame }

@@ -2,7 +2,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import dgram from 'node:dgram'
-import { QuicTransport, listener, dialer, addrOf, closeAll, codeOf } from './helpers.mjs'
+import { QuicTransport, listener, dialer, addrOf, closeAll, codeOf, eventually } from './helpers.mjs'
 
 test('a request gets its reply: JSON equal, binary byte-exact, metadata and ids kept', async () => {
   const server = await listener()
@@ -33,6 +33,44 @@ test('a request gets its reply: JSON equal, binary byte-exact, metadata and ids 
 
   const u8 = await client.request(addr, { type: 'bin', payload: new Uint8Array([1, 2, 3]) })
   assert.deepEqual([...u8.payload], [1, 2, 3])
+  await closeAll(server, client)
+})
+
+test('large payloads (passed beside the command batch) stay byte-exact, in order, and are copied during the call', async () => {
+  const server = await listener()
+  const messages = []
+  server.onRequest((msg) => msg.payload)
+  server.onMessage((msg) => messages.push(msg.payload))
+  const client = await dialer(server, { maxMessageBytes: 256 * 1024 })
+  const addr = addrOf(server)
+  const pattern = (size, seed) => {
+    const b = Buffer.alloc(size)
+    for (let i = 0; i < b.length; i++) b[i] = (i * 7 + seed) & 0xff
+    return b
+  }
+  const big = pattern(200_000, 1)
+  const original = Buffer.from(big)
+  const small = pattern(1000, 2)
+  // One tick: small and large requests and a large message, with one too large for this
+  // client in between (refused without disturbing the others).
+  const replies = [
+    client.request(addr, { type: 'bin', payload: small }),
+    client.request(addr, { type: 'bin', payload: big }),
+    codeOf(client.request(addr, { type: 'bin', payload: Buffer.alloc(300_000) })),
+    client.request(addr, { type: 'bin', payload: pattern(70_000, 3) }),
+    client.request(addr, { type: 'json', payload: { text: 'é'.repeat(50_000) } }),
+  ]
+  const sent = client.send(addr, { type: 'bin', payload: pattern(150_000, 4) })
+  big.fill(0) // the caller may reuse its buffer as soon as request() returns
+  const [a, b, tooLarge, c, json] = await Promise.all(replies)
+  await sent
+  assert.ok(a.payload.equals(small))
+  assert.ok(b.payload.equals(original), 'the large payload was sent as it was at the call')
+  assert.equal(tooLarge, 'ERR_MESSAGE_TOO_LARGE')
+  assert.ok(c.payload.equals(pattern(70_000, 3)))
+  assert.equal(json.payload.text, 'é'.repeat(50_000))
+  await eventually(() => messages.length === 1)
+  assert.ok(messages[0].equals(pattern(150_000, 4)))
   await closeAll(server, client)
 })
 

@@ -20,7 +20,7 @@ const { BatchWriter, Command, Kind, readEvents } = require('../wire.js')
 const QUICK = process.argv.includes('--quick')
 const now = () => process.hrtime.bigint()
 const pending = new Map()
-const native = NativeTransport.create({}, (batch) =>
+const native = NativeTransport.create({}, (batch, detached) =>
   readEvents(batch, {
     reply: (token, buf, frame) => {
       const resolve = pending.get(token)
@@ -33,7 +33,7 @@ const native = NativeTransport.create({}, (batch) =>
     sent: () => {},
     request: () => {},
     message: () => {},
-  }),
+  }, detached),
 )
 
 function noopCalls() {
@@ -58,16 +58,17 @@ async function roundTrips(size, count, perCrossing, rounds) {
       const replies = []
       for (let i = 0; i < perCrossing; i++) {
         const token = nextToken++
+        const start = writer.len
         writer.ensure(16)
         writer.u8(Command.REQUEST)
         writer.u32(token)
         writer.u8(0)
         writer.u32(0)
         writer.text16('127.0.0.1:1', 'addr')
-        writer.frame(Kind.REQUEST, { id: `r${token}`, type: 'task', streamId: '', data, metadata: undefined })
+        writer.frame(Kind.REQUEST, { id: `r${token}`, type: 'task', streamId: '', data, metadata: undefined }, start)
         replies.push(new Promise((resolve) => pending.set(token, resolve)))
       }
-      native.loopback(writer.view())
+      native.loopback(writer.view(), writer.detached.length > 0 ? writer.detached : undefined)
       writer.reset()
       const sizes = await Promise.all(replies)
       if (sizes.some((s) => s !== size)) throw new Error('a reply lost bytes')

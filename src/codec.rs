@@ -199,12 +199,19 @@ pub(crate) struct TakenFrame {
     pub(crate) len: usize,
 }
 
-/// Decodes the frame that starts at `at` in `buf`, without copying its payload.
-#[cfg_attr(not(feature = "node"), allow(dead_code))] // used by the Node binding
+/// Decodes the frame that starts at `at` in `buf`, without copying its payload. With
+/// `detached`, that is the payload: the frame in `buf` then ends after its fields, and
+/// its header's payload length must be `detached`'s.
 ///
 /// # Errors
 /// [`Error::MessageTooLarge`] over `limit`; [`Error::Protocol`] when malformed or cut.
-pub(crate) fn take_frame(buf: &Bytes, at: usize, limit: u64) -> Result<TakenFrame, Error> {
+#[cfg_attr(not(feature = "node"), allow(dead_code))] // used by the Node binding
+pub(crate) fn take_frame(
+    buf: &Bytes,
+    at: usize,
+    limit: u64,
+    detached: Option<Bytes>,
+) -> Result<TakenFrame, Error> {
     let rest = buf.get(at..).unwrap_or_default();
     let header: &[u8; HEADER_LEN] = rest
         .get(..HEADER_LEN)
@@ -216,14 +223,28 @@ pub(crate) fn take_frame(buf: &Bytes, at: usize, limit: u64) -> Result<TakenFram
         return Err(Error::MessageTooLarge { size, limit });
     }
     let fields_end = HEADER_LEN + fields_len as usize;
-    let end = fields_end + payload_len as usize;
+    let inline = if detached.is_some() {
+        0
+    } else {
+        payload_len as usize
+    };
+    let end = fields_end + inline;
     if rest.len() < end {
         return Err(Error::Protocol(
             "frame runs past the end of its buffer".into(),
         ));
     }
     let mut message = parse_fields(&rest[HEADER_LEN..fields_end])?;
-    message.payload = buf.slice(at + fields_end..at + end);
+    message.payload = match detached {
+        Some(payload) if payload.len() as u64 == payload_len as u64 => payload,
+        Some(payload) => {
+            return Err(Error::Protocol(format!(
+                "frame announces a {payload_len}-byte payload but its detached payload has {}",
+                payload.len()
+            )))
+        }
+        None => buf.slice(at + fields_end..at + end),
+    };
     message.encoding = if json {
         Encoding::Json
     } else {
@@ -412,17 +433,41 @@ mod tests {
         let second = Message::binary("x", vec![1, 2, 3]);
         buf.extend(encode_to_vec(FrameKind::Message, &second, 1 << 20).unwrap());
         let buf = Bytes::from(buf);
-        let first = take_frame(&buf, 2, 1 << 20).unwrap();
+        let first = take_frame(&buf, 2, 1 << 20, None).unwrap();
         assert_eq!(
             (first.kind, &first.message),
             (FrameKind::Request, &sample())
         );
-        let next = take_frame(&buf, 2 + first.len, 1 << 20).unwrap();
+        let next = take_frame(&buf, 2 + first.len, 1 << 20, None).unwrap();
         assert_eq!(next.message, second);
         assert_eq!(2 + first.len + next.len, buf.len());
-        assert!(take_frame(&buf, 3, 1 << 20).is_err());
+        assert!(take_frame(&buf, 3, 1 << 20, None).is_err());
         assert_eq!(
-            take_frame(&buf, 2, 10).unwrap_err().code(),
+            take_frame(&buf, 2, 10, None).unwrap_err().code(),
+            crate::ErrorCode::MessageTooLarge
+        );
+    }
+
+    #[test]
+    fn takes_a_frame_whose_payload_is_detached() {
+        let message = Message::binary("big", vec![5u8; 300]);
+        let (head, payload) = encode(FrameKind::Request, &message, u64::MAX).unwrap();
+        let mut buf = head.to_vec();
+        buf.push(0xee); // the next record
+        let buf = Bytes::from(buf);
+        let taken = take_frame(&buf, 0, 1 << 20, Some(payload.clone())).unwrap();
+        assert_eq!(taken.message, message);
+        assert_eq!(taken.len, head.len());
+        assert_eq!(taken.message.payload.as_ptr(), payload.as_ptr(), "copied");
+        let short = payload.slice(1..);
+        assert_eq!(
+            take_frame(&buf, 0, 1 << 20, Some(short))
+                .unwrap_err()
+                .code(),
+            crate::ErrorCode::Protocol
+        );
+        assert_eq!(
+            take_frame(&buf, 0, 100, Some(payload)).unwrap_err().code(),
             crate::ErrorCode::MessageTooLarge
         );
     }

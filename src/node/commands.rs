@@ -7,7 +7,9 @@
 //! SEND     2 | token u32 | addr_len u16 | addr | frame (kind Message)
 //! RESPOND  3 | token u32 | frame (kind Response, or Error with the message as payload)
 //! ```
-//! Frames are wire frames (PROTOCOL.md). A command that cannot be carried out is
+//! Frames are wire frames (PROTOCOL.md). A command whose code has the [`DETACHED`] bit
+//! set carries its payload as the submit call's next detached Buffer: its frame stops
+//! after the fields (the header still gives the payload's length). A command that cannot be carried out is
 //! answered with a FAILED event for its token; a batch that does not parse is refused
 //! whole.
 
@@ -15,6 +17,8 @@ use bytes::Bytes;
 
 use crate::codec::{self, FrameKind, TakenFrame};
 use crate::error::Error;
+
+pub(crate) use super::events::DETACHED;
 
 pub(crate) const REQUEST: u8 = 1;
 pub(crate) const SEND: u8 = 2;
@@ -45,11 +49,18 @@ pub(crate) struct Commands {
     buf: Bytes,
     at: usize,
     limit: u64,
+    /// The payloads of DETACHED commands, in order.
+    detached: std::vec::IntoIter<Bytes>,
 }
 
 impl Commands {
-    pub(crate) fn new(buf: Bytes, limit: u64) -> Self {
-        Commands { buf, at: 0, limit }
+    pub(crate) fn new(buf: Bytes, detached: Vec<Bytes>, limit: u64) -> Self {
+        Commands {
+            buf,
+            at: 0,
+            limit,
+            detached: detached.into_iter(),
+        }
     }
 
     fn u8(&mut self) -> Result<u8, Error> {
@@ -90,11 +101,21 @@ impl Commands {
         &mut self,
         kinds: &[FrameKind],
         limited: bool,
+        detached: bool,
     ) -> Result<Result<TakenFrame, Error>, Error> {
-        match codec::take_frame(&self.buf, self.at, u64::MAX) {
+        let payload =
+            if detached {
+                Some(self.detached.next().ok_or_else(|| {
+                    Error::Protocol("a command's detached payload is missing".into())
+                })?)
+            } else {
+                None
+            };
+        match codec::take_frame(&self.buf, self.at, u64::MAX, payload) {
             Ok(taken) => {
                 self.at += taken.len;
-                let size = (taken.len - codec::HEADER_LEN) as u64;
+                let size =
+                    (taken.head.len() - codec::HEADER_LEN + taken.message.payload.len()) as u64;
                 if !kinds.contains(&taken.kind) {
                     Ok(Err(Error::Protocol(format!(
                         "unexpected {:?} frame",
@@ -122,13 +143,15 @@ impl Iterator for Commands {
             return None;
         }
         let command = (|| {
-            Ok(match self.u8()? {
+            let code = self.u8()?;
+            let detached = code & DETACHED != 0;
+            Ok(match code & !DETACHED {
                 REQUEST => {
                     let token = self.u32()?;
                     let flags = self.u8()?;
                     let timeout_ms = self.u32()?;
                     let addr = self.text()?;
-                    let frame = self.frame(&[FrameKind::Request], true)?;
+                    let frame = self.frame(&[FrameKind::Request], true, detached)?;
                     Command::Request {
                         token,
                         cancellable: flags & 1 != 0,
@@ -140,12 +163,13 @@ impl Iterator for Commands {
                 SEND => {
                     let token = self.u32()?;
                     let addr = self.text()?;
-                    let frame = self.frame(&[FrameKind::Message], true)?;
+                    let frame = self.frame(&[FrameKind::Message], true, detached)?;
                     Command::Send { token, addr, frame }
                 }
                 RESPOND => {
                     let token = self.u32()?;
-                    let frame = self.frame(&[FrameKind::Response, FrameKind::Error], false)?;
+                    let frame =
+                        self.frame(&[FrameKind::Response, FrameKind::Error], false, detached)?;
                     Command::Respond { token, frame }
                 }
                 other => return Err(Error::Protocol(format!("unknown command {other}"))),

@@ -148,7 +148,7 @@ impl Handler for SharedHandler {
             let token = handler.next_token.fetch_add(1, Ordering::Relaxed);
             let deadline = Instant::now() + handler.request_timeout;
             handler.lock().insert(token, (responder.clone(), deadline));
-            if let Err(e) = handler.events.request(token, &request, &peer) {
+            if let Err(e) = handler.events.request(token, request, &peer) {
                 handler.lock().remove(&token);
                 responder.respond(Err(e.to_string()));
             }
@@ -160,7 +160,7 @@ impl Handler for SharedHandler {
         let handler = self.0.clone();
         Box::pin(async move {
             // Fails only when closing; the message is then dropped with everything else.
-            let _ = handler.events.message(&message, &peer).await;
+            let _ = handler.events.message(message, &peer).await;
         })
     }
 

@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{within_runtime_if_available, Buffer, Function, PromiseRaw, Unknown};
+use napi::bindgen_prelude::{
+    within_runtime_if_available, Buffer, BufferSlice, FnArgs, Function, PromiseRaw, Unknown,
+};
 use napi::Env;
 use napi_derive::napi;
 use tokio::sync::oneshot;
@@ -122,12 +124,14 @@ pub struct NativeTransport {
 #[napi]
 impl NativeTransport {
     /// Binds the socket (and listens when `options.listen` is set). `onEvents` receives
-    /// every event as a batch Buffer (see `events.rs`).
+    /// every event as a batch Buffer, and the batch's detached payloads (see `events.rs`).
     #[napi(factory, catch_unwind)]
+    // The callback's type is spelled out: the generated TypeScript needs it so.
+    #[allow(clippy::type_complexity)]
     pub fn create(
         env: Env,
         options: JsTransportOptions,
-        on_events: Function<'_, Buffer, Unknown<'static>>,
+        on_events: Function<'_, FnArgs<(Buffer, Option<Vec<Buffer>>)>, Unknown<'static>>,
     ) -> napi::Result<Self> {
         let config = TransportConfig::try_from(TransportOptions::from(options)).into_js()?;
         let events = Arc::new(Events::new(on_events)?);
@@ -188,15 +192,17 @@ impl NativeTransport {
         self.handler.set_wants(requests, messages);
     }
 
-    /// Carries out a batch of commands (see `commands.rs`). Outcomes arrive as events.
+    /// Carries out a batch of commands (see `commands.rs`), with the payloads of its
+    /// DETACHED commands in order. Outcomes arrive as events.
     ///
     /// # Errors
     /// Throws `[ERR_PROTOCOL]` when the batch does not parse; then none of the commands
     /// after the bad one ran.
     #[napi(catch_unwind)]
-    pub fn submit(&self, batch: &[u8]) -> napi::Result<()> {
-        let commands = Commands::new(
-            Bytes::copy_from_slice(batch),
+    pub fn submit(&self, batch: &[u8], detached: Option<Vec<BufferSlice>>) -> napi::Result<()> {
+        let commands = commands(
+            batch,
+            detached,
             self.client.endpoint.config.max_message_bytes,
         );
         within_runtime_if_available(|| {
@@ -272,8 +278,8 @@ impl NativeTransport {
     /// without the network (a request gets its own frame back as the reply; a send is
     /// reported sent), so the cost of crossing the boundary can be measured on its own.
     #[napi(catch_unwind)]
-    pub fn loopback(&self, batch: &[u8]) -> napi::Result<()> {
-        for command in Commands::new(Bytes::copy_from_slice(batch), u64::MAX) {
+    pub fn loopback(&self, batch: &[u8], detached: Option<Vec<BufferSlice>>) -> napi::Result<()> {
+        for command in commands(batch, detached, u64::MAX) {
             match command.map_err(to_js)? {
                 Command::Request { token, frame, .. } => {
                     self.events.reply(token, frame.map(|f| f.message))
@@ -368,6 +374,17 @@ impl NativeTransport {
             Ok(())
         })
     }
+}
+
+/// The commands of a submitted batch. Copies the batch and each detached payload once:
+/// what JS passed may change as soon as the call returns.
+fn commands(batch: &[u8], detached: Option<Vec<BufferSlice>>, limit: u64) -> Commands {
+    let detached = detached
+        .unwrap_or_default()
+        .iter()
+        .map(|payload| Bytes::copy_from_slice(payload))
+        .collect();
+    Commands::new(Bytes::copy_from_slice(batch), detached, limit)
 }
 
 impl NativeTransport {
