@@ -162,7 +162,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 /// Reads exactly `len` bytes into a fresh buffer, without zeroing it first (a 64 MiB
 /// payload would otherwise be written twice).
 async fn read_exactly<R: AsyncRead + Unpin>(reader: &mut R, len: usize) -> Result<BytesMut, Error> {
-    let mut buf = BytesMut::with_capacity(len);
+    let mut buf = crate::buffer::with_capacity(len);
     while buf.len() < len {
         let remaining = len - buf.len();
         let mut window = (&mut buf).limit(remaining);

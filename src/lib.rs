@@ -37,6 +37,7 @@
 //!
 //! The wire format is specified in `PROTOCOL.md`.
 
+mod buffer;
 mod client;
 mod codec;
 mod config;

@@ -382,7 +382,7 @@ fn commands(batch: &[u8], detached: Option<Vec<BufferSlice>>, limit: u64) -> Com
     let detached = detached
         .unwrap_or_default()
         .iter()
-        .map(|payload| Bytes::copy_from_slice(payload))
+        .map(|payload| crate::buffer::copy(payload))
         .collect();
     Commands::new(Bytes::copy_from_slice(batch), detached, limit)
 }
