@@ -262,3 +262,20 @@ test('the server closing under a caller gives ERR_CONNECTION_LOST, never a hang'
   assert.equal(await pending, 'ERR_CONNECTION_LOST')
   await client.close()
 })
+
+test('ids, types and channels that are not ASCII arrive unchanged', async () => {
+  const server = await listener()
+  const seen = []
+  server.onRequest((msg) => ({ id: msg.id, type: msg.type, streamId: msg.streamId }))
+  server.onMessage((msg) => seen.push({ id: msg.id, type: msg.type, streamId: msg.streamId }))
+  const client = await dialer(server)
+  const addr = addrOf(server)
+  const fields = { id: 'réq-1', type: 'tâche-日本', streamId: 'canal-€' }
+  assert.deepEqual((await client.request(addr, { ...fields, payload: 1 })).payload, fields)
+  const long = { id: 'i'.repeat(70) + 'é', type: 't'.repeat(100), streamId: 's'.repeat(65) }
+  assert.deepEqual((await client.request(addr, { ...long, payload: 1 })).payload, long)
+  await client.send(addr, { ...fields, payload: 2 })
+  assert.ok(await eventually(() => seen.length === 1))
+  assert.deepEqual(seen[0], fields)
+  await closeAll(server, client)
+})
