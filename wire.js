@@ -160,13 +160,14 @@ function readFrame(buf, at) {
   const payloadLen = buf.readUInt32BE(at + 8)
   let p = at + HEADER
   const idLen = buf.readUInt16BE(p)
-  const id = buf.toString('utf8', p + 2, p + 2 + idLen)
+  const id = idLen === 0 ? '' : buf.toString('utf8', p + 2, p + 2 + idLen)
   p += 2 + idLen
   const typeLen = buf.readUInt16BE(p)
-  const type = buf.toString('utf8', p + 2, p + 2 + typeLen)
+  const type = typeLen === 0 ? '' : buf.toString('utf8', p + 2, p + 2 + typeLen)
   p += 2 + typeLen
   const streamLen = buf.readUInt16BE(p)
-  const streamId = buf.toString('utf8', p + 2, p + 2 + streamLen)
+  // Empty fields (a reply's channel) skip the call into C++.
+  const streamId = streamLen === 0 ? '' : buf.toString('utf8', p + 2, p + 2 + streamLen)
   p += 2 + streamLen
   const metaLen = buf.readUInt32BE(p)
   const metadata = metaLen === 0 ? undefined : buf.toString('utf8', p + 4, p + 4 + metaLen)
