@@ -407,7 +407,9 @@ class QuicTransport {
       checkAddr(addr)
       const m = prepareMessage(msg, 'msg')
       if (this.#closing) throw closedError()
-      return this.#queueSend(addr, m)
+      const promise = this.#queueSend(addr, m)
+      this.#submitIfDetached()
+      return promise
     } catch (err) {
       return Promise.reject(err)
     }
@@ -427,12 +429,14 @@ class QuicTransport {
       try {
         for (const m of prepared) sent.push(this.#queueSend(addr, m))
       } catch (err) {
-        // Take back what this call queued.
-        w.len = start
+        // Take back what this call queued (nothing of it was submitted yet).
+        w.truncate(start)
         for (const token of this.#batchTokens.splice(tokens)) this.#pending.delete(token)
+        if (this.#pending.size === 0) this.#updateKeepAlive()
         for (const p of sent) p.catch(() => {})
         throw err
       }
+      this.#submitIfDetached()
       return Promise.all(sent).then(() => undefined)
     } catch (err) {
       return Promise.reject(err)
@@ -508,9 +512,7 @@ class QuicTransport {
     w.u8(Command.SEND)
     w.u32(token)
     this.#writeFrame(start, () => w.text16(addr, 'addr'), Kind.MESSAGE, m)
-    const promise = this.#expect(token)
-    this.#submitIfDetached()
-    return promise
+    return this.#expect(token)
   }
 
   /** Writes a command's address and frame; undoes the command if the frame is refused. */

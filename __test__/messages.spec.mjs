@@ -47,6 +47,29 @@ test('sendBatch keeps order and is refused whole when one member is too large', 
   await closeAll(server, client)
 })
 
+test('sendBatch with a large member is still refused whole, and nothing of it is sent', async () => {
+  const server = await listener()
+  const got = []
+  server.onMessage((msg) => got.push(msg.payload))
+  const client = await dialer(server, { maxMessageBytes: 256 * 1024 })
+  const addr = addrOf(server)
+  const large = Buffer.alloc(100_000, 1) // passed beside the batch, not copied into it
+  client.send(addr, { type: 'task', payload: 'before' }) // queued in the same tick
+  const refused = client.sendBatch(addr, [
+    { type: 'task', payload: large },
+    { type: 'task', payload: Buffer.alloc(300_000) },
+  ])
+  assert.equal(await codeOf(refused), 'ERR_MESSAGE_TOO_LARGE')
+  await client.sendBatch(addr, [{ type: 'task', payload: large }, { type: 'task', payload: 'after' }])
+  assert.ok(await eventually(() => got.length === 3))
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  assert.equal(got.length, 3, 'the refused batch sent nothing')
+  assert.equal(got[0], 'before')
+  assert.ok(got[1].equals(large))
+  assert.equal(got[2], 'after')
+  await closeAll(server, client)
+})
+
 test('a dial-only agent receives a push from the listener it dialled', async () => {
   const server = await listener()
   const agent = await dialer(server)
