@@ -638,11 +638,25 @@ class QuicTransport {
       reply = { kind: Kind.ERROR, m: { id: '', type: 'ERR_REMOTE', streamId: '', data: Buffer.from(message), metadata: undefined } }
     }
     const w = this.#writer
-    const start = w.len
-    w.ensure(5)
-    w.u8(Command.RESPOND)
-    w.u32(token)
-    w.frame(reply.kind, reply.m, start)
+    const write = ({ kind, m }) => {
+      const start = w.len
+      try {
+        w.ensure(5)
+        w.u8(Command.RESPOND)
+        w.u32(token)
+        w.frame(kind, m, start)
+      } catch (err) {
+        w.truncate(start)
+        throw err
+      }
+    }
+    try {
+      write(reply)
+    } catch (err) {
+      // A reply the frame cannot hold (a payload of 4 GiB or more): the caller gets why.
+      const message = Buffer.from(`the reply could not be sent: ${err.message}`)
+      write({ kind: Kind.ERROR, m: { id: '', type: 'ERR_REMOTE', streamId: '', data: message, metadata: undefined } })
+    }
     this.#schedule()
     this.#submitIfDetached()
   }

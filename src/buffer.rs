@@ -36,9 +36,13 @@ pub(crate) fn copy(data: &[u8]) -> Bytes {
 /// memory's contents and validity do not change, and a refusal costs nothing).
 #[cfg(target_os = "linux")]
 fn advise_huge_pages(memory: &mut [MaybeUninit<u8>]) {
-    const PAGE: usize = 4096;
-    let start = (memory.as_mut_ptr() as usize).next_multiple_of(PAGE);
-    let end = (memory.as_mut_ptr() as usize + memory.len()) & !(PAGE - 1);
+    // SAFETY: sysconf only reads a system setting.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        size if size > 0 => size as usize,
+        _ => return,
+    };
+    let start = (memory.as_mut_ptr() as usize).next_multiple_of(page);
+    let end = (memory.as_mut_ptr() as usize + memory.len()) / page * page;
     if end > start {
         // SAFETY: [start, end) lies within `memory`, which the caller holds exclusively;
         // MADV_HUGEPAGE only changes how the kernel backs those pages.

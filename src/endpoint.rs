@@ -388,7 +388,7 @@ pub(crate) fn initial_stream_allowance(max: u32) -> u32 {
 
 /// The initial per-connection stream allowance (each direction). Chosen so that an idle
 /// connection costs little memory (quinn preallocates per allowed stream) while a burst
-/// reaches the configured maximum after a few doublings.
+/// reaches the configured maximum after a few fourfold steps.
 pub const INITIAL_STREAMS: u32 = 8;
 
 /// The longest the peer may wait before acknowledging a packet, asked for with QUIC's
