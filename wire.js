@@ -83,7 +83,7 @@ class BatchWriter {
     const at = this.len
     const buf = this.buf
     let written = text.length <= SHORT_TEXT ? writeAscii(buf, text, at + 2) : -1
-    if (written < 0) written = text.length === 0 ? 0 : buf.write(text, at + 2, 'utf8')
+    if (written < 0) written = buf.write(text, at + 2, 'utf8')
     if (written > 0xffff) throw new RangeError(`${name} is longer than 65535 bytes`)
     buf.writeUInt16BE(written, at)
     this.len = at + 2 + written

@@ -9,16 +9,16 @@
 //! ```
 //! Frames are wire frames (PROTOCOL.md). A command whose code has the [`DETACHED`] bit
 //! set carries its payload as the submit call's next detached Buffer: its frame stops
-//! after the fields (the header still gives the payload's length). A command that cannot be carried out is
-//! answered with a FAILED event for its token; a batch that does not parse is refused
-//! whole.
+//! after the fields (the header still gives the payload's length). A command that cannot
+//! be carried out is answered with a FAILED event for its token; a batch that does not
+//! parse is refused whole.
 
 use bytes::Bytes;
 
 use crate::codec::{self, FrameKind, TakenFrame};
 use crate::error::Error;
 
-pub(crate) use super::events::DETACHED;
+use super::events::DETACHED;
 
 pub(crate) const REQUEST: u8 = 1;
 pub(crate) const SEND: u8 = 2;
@@ -103,14 +103,12 @@ impl Commands {
         limited: bool,
         detached: bool,
     ) -> Result<Result<TakenFrame, Error>, Error> {
-        let payload =
-            if detached {
-                Some(self.detached.next().ok_or_else(|| {
-                    Error::Protocol("a command's detached payload is missing".into())
-                })?)
-            } else {
-                None
-            };
+        let payload = match detached {
+            true => Some(self.detached.next().ok_or_else(|| {
+                Error::Protocol("a command's detached payload is missing".into())
+            })?),
+            false => None,
+        };
         match codec::take_frame(&self.buf, self.at, u64::MAX, payload) {
             Ok(taken) => {
                 self.at += taken.len;

@@ -269,16 +269,14 @@ async fn flush(shared: Arc<Shared>, deliver: Arc<EventFn>) {
 /// payload inline or, from [`DETACH_PAYLOAD_BYTES`] on, detached. A payload nothing else
 /// shares becomes the detached Buffer without a copy.
 fn put_record(pending: &mut Pending, code: u8, prefix: &[u8], head: &Bytes, payload: Bytes) {
+    let detach = payload.len() >= DETACH_PAYLOAD_BYTES;
     let buf = &mut pending.buf;
-    if payload.len() >= DETACH_PAYLOAD_BYTES {
-        buf.push(code | DETACHED);
-        buf.extend_from_slice(prefix);
-        buf.extend_from_slice(head);
+    buf.push(if detach { code | DETACHED } else { code });
+    buf.extend_from_slice(prefix);
+    buf.extend_from_slice(head);
+    if detach {
         pending.detached.push(Vec::from(payload));
     } else {
-        buf.push(code);
-        buf.extend_from_slice(prefix);
-        buf.extend_from_slice(head);
         buf.extend_from_slice(&payload);
     }
 }

@@ -87,18 +87,11 @@ impl JsHandler {
 
     /// Answers the requests whose deadline has passed.
     fn expire(&self, now: Instant) {
-        let expired: Vec<Responder> = {
-            let mut pending = self.lock();
-            let late: Vec<u32> = pending
-                .iter()
-                .filter(|(_, (_, deadline))| *deadline <= now)
-                .map(|(token, _)| *token)
-                .collect();
-            late.iter()
-                .filter_map(|token| pending.remove(token))
-                .map(|(responder, _)| responder)
-                .collect()
-        };
+        let expired: Vec<Responder> = self
+            .lock()
+            .extract_if(|_, (_, deadline)| *deadline <= now)
+            .map(|(_, (responder, _))| responder)
+            .collect();
         for responder in expired {
             responder.respond(Err(format!(
                 "handler did not answer within {} ms",
