@@ -4,8 +4,16 @@
 //! page; with transparent huge pages it takes 32. In profiles of the `bulk` benchmark
 //! the faults were about a tenth of the receiver's samples
 //! (`bash bench/profile.sh quic server bulk`).
+//!
+//! Fresh memory costs more than its page faults: the kernel zeroes every page first,
+//! and on a virtual machine the host may have to back it as well. In the same profile
+//! that zeroing (`clear_page_erms`) took 42% of the server's samples, most of it under
+//! the copy of each outgoing large payload. So the memory of large copies is kept for a
+//! moment once sent ([`KEEP_FOR`]) and reused by the next copy of a like size.
 
 use std::mem::MaybeUninit;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -21,15 +29,154 @@ pub(crate) fn with_capacity(len: usize) -> BytesMut {
     buf
 }
 
-/// A copy of `data`.
+/// How long the memory of a large copy is kept for reuse once nothing refers to it.
+/// Long enough for a request/reply exchange of large payloads to reuse it, short enough
+/// that a burst of them does not hold memory after it ends.
+pub(crate) const KEEP_FOR: Duration = Duration::from_secs(1);
+
+/// At most this many bytes of spare memory are kept, in at most [`KEEP_COUNT`] buffers.
+const KEEP_BYTES: usize = 256 << 20;
+const KEEP_COUNT: usize = 4;
+
+/// A copy of `data`. From [`HUGE_PAGES_FROM`] bytes on, the copy is written into memory
+/// that an earlier copy has given back, when there is some of a like size.
 #[cfg_attr(not(feature = "node"), allow(dead_code))] // used by the Node binding
 pub(crate) fn copy(data: &[u8]) -> Bytes {
     if data.len() < HUGE_PAGES_FROM {
         return Bytes::copy_from_slice(data);
     }
-    let mut buf = with_capacity(data.len());
-    buf.extend_from_slice(data);
-    buf.freeze()
+    let mut memory = reuse(data.len()).unwrap_or_else(|| {
+        let mut fresh = Vec::with_capacity(data.len());
+        advise_huge_pages(fresh.spare_capacity_mut());
+        fresh
+    });
+    memory.extend_from_slice(data);
+    Bytes::from_owner(Recycled(memory))
+}
+
+/// Memory that goes back to [`SPARE`] when the last `Bytes` referring to it is dropped.
+struct Recycled(Vec<u8>);
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        give_back(std::mem::take(&mut self.0));
+    }
+}
+
+struct Spare {
+    /// Empty buffers and when each was given back, oldest first.
+    buffers: Vec<(Vec<u8>, Instant)>,
+    /// A task is running that frees buffers older than [`KEEP_FOR`].
+    trimming: bool,
+}
+
+static SPARE: Mutex<Spare> = Mutex::new(Spare {
+    buffers: Vec::new(),
+    trimming: false,
+});
+
+fn spare() -> std::sync::MutexGuard<'static, Spare> {
+    SPARE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The smallest spare buffer with room for `len` bytes and not more than four times
+/// that (a small payload does not pin a large buffer).
+fn reuse(len: usize) -> Option<Vec<u8>> {
+    let mut spare = spare();
+    let fits = |cap: usize| cap >= len && cap / 4 <= len;
+    let (i, _) = spare
+        .buffers
+        .iter()
+        .enumerate()
+        .filter(|(_, (buf, _))| fits(buf.capacity()))
+        .min_by_key(|(_, (buf, _))| buf.capacity())?;
+    Some(spare.buffers.remove(i).0)
+}
+
+/// Keeps `memory` for reuse, when a tokio runtime is at hand to free it later;
+/// otherwise (or beyond the bounds) it is freed now.
+fn give_back(mut memory: Vec<u8>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    memory.clear();
+    let (freed, start_trimming) = {
+        let mut spare = spare();
+        spare.buffers.push((memory, Instant::now()));
+        let mut freed = Vec::new();
+        while spare.buffers.len() > KEEP_COUNT
+            || spare
+                .buffers
+                .iter()
+                .map(|(b, _)| b.capacity())
+                .sum::<usize>()
+                > KEEP_BYTES
+        {
+            freed.push(spare.buffers.remove(0));
+        }
+        let start_trimming = !std::mem::replace(&mut spare.trimming, true);
+        (freed, start_trimming)
+    };
+    // Outside the lock: unmapping large buffers takes a while, and a runtime that is
+    // shutting down drops the task (which then takes the lock) at once.
+    drop(freed);
+    if start_trimming {
+        runtime.spawn(trim());
+    }
+}
+
+/// Frees spare buffers once they are [`KEEP_FOR`] old; ends when none are left. If its
+/// runtime shuts down first (even before the task first ran), the spare buffers are
+/// freed then.
+fn trim() -> impl std::future::Future<Output = ()> + Send + 'static {
+    /// Frees what is left when the task is dropped before it ends on its own.
+    struct OnShutdown {
+        ended: bool,
+    }
+    impl Drop for OnShutdown {
+        fn drop(&mut self) {
+            if !self.ended {
+                let freed = {
+                    let mut spare = spare();
+                    spare.trimming = false;
+                    std::mem::take(&mut spare.buffers)
+                };
+                drop(freed);
+            }
+        }
+    }
+    let guard = OnShutdown { ended: false };
+    async move {
+        // Moved in whole (not just the field the loop sets), so that it is dropped with
+        // the task rather than when this function returns.
+        let mut guard = guard;
+        loop {
+            tokio::time::sleep(KEEP_FOR).await;
+            let freed: Vec<_> = {
+                let mut spare = spare();
+                let now = Instant::now();
+                let expired = spare
+                    .buffers
+                    .extract_if(.., |(_, at)| now.duration_since(*at) >= KEEP_FOR)
+                    .collect();
+                if spare.buffers.is_empty() {
+                    spare.trimming = false;
+                    guard.ended = true;
+                }
+                expired
+            };
+            drop(freed);
+            if guard.ended {
+                return;
+            }
+        }
+    }
 }
 
 /// Asks Linux to back the whole pages inside `memory` with huge pages (advice only: the
@@ -67,5 +214,64 @@ mod tests {
         }
         let buf = with_capacity(HUGE_PAGES_FROM * 2);
         assert!(buf.is_empty() && buf.capacity() >= HUGE_PAGES_FROM * 2);
+    }
+
+    fn pattern(len: usize, seed: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * seed) as u8).collect()
+    }
+
+    fn spare_count() -> usize {
+        spare().buffers.len()
+    }
+
+    /// One test, as the spare memory is shared by the whole process.
+    #[test]
+    fn large_copies_reuse_memory_given_back_and_free_it_later() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let first = pattern(HUGE_PAGES_FROM + 10, 3);
+            let copied = copy(&first);
+            assert_eq!(&copied[..], &first[..]);
+            let memory = copied.as_ptr();
+            // Given back only once nothing refers to it.
+            let part = copied.slice(5..);
+            drop(copied);
+            assert_eq!(spare_count(), 0);
+            drop(part);
+            assert_eq!(spare_count(), 1);
+
+            // The next copy of a like size is written there, exactly.
+            let second = pattern(HUGE_PAGES_FROM + 5, 7);
+            let copied = copy(&second);
+            assert_eq!(copied.as_ptr(), memory);
+            assert_eq!(&copied[..], &second[..]);
+            assert_eq!(spare_count(), 0);
+            drop(copied);
+
+            // A payload under a quarter of the spare buffer gets memory of its own.
+            let big = copy(&pattern(4 * HUGE_PAGES_FROM + 64, 5));
+            drop(big);
+            assert_eq!(spare_count(), 2);
+            let small = copy(&pattern(HUGE_PAGES_FROM, 11));
+            assert_eq!(small.as_ptr(), memory);
+            drop(small);
+
+            // Freed once KEEP_FOR has passed.
+            tokio::time::sleep(KEEP_FOR * 2 + Duration::from_millis(200)).await;
+            assert_eq!(spare_count(), 0);
+        });
+
+        // Without a runtime to free it later, nothing is kept.
+        drop(copy(&pattern(HUGE_PAGES_FROM, 1)));
+        assert_eq!(spare_count(), 0);
+
+        // When the runtime ends first, what it kept is freed with it.
+        runtime.block_on(async { drop(copy(&pattern(HUGE_PAGES_FROM, 1))) });
+        assert_eq!(spare_count(), 1);
+        drop(runtime);
+        assert_eq!(spare_count(), 0);
     }
 }
