@@ -52,6 +52,12 @@ export declare class NativeTransport {
 }
 
 /**
+ * How many transports' endpoints are in memory, closed or not. A diagnostic for tests:
+ * a transport that was closed and collected is freed whole.
+ */
+export declare function endpointsInMemory(): number
+
+/**
  * Generates a self-signed ECDSA P-256 certificate for `names` (default: localhost,
  * 127.0.0.1, ::1), for development and for pinning.
  */

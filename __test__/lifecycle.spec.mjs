@@ -8,9 +8,9 @@ import { listener, dialer, addrOf, closeAll, eventually } from './helpers.mjs'
 
 const indexPath = fileURLToPath(new URL('../index.js', import.meta.url))
 
-function runNode(source, timeoutMs = 20000) {
+function runNode(source, timeoutMs = 20000, flags = []) {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['-e', source], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [...flags, '-e', source], { stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     child.stdout.on('data', (d) => (out += d))
     child.stderr.on('data', (d) => (out += d))
@@ -105,4 +105,43 @@ test('maxIdleTimeoutMs evicts an idle connection; keepAliveMs keeps it', async (
   await idle.request(addr, { type: 'task' })
   assert.equal(idle.getStats().pool.created, 2, 're-dialled after eviction')
   await closeAll(server, idle, alive)
+})
+
+test('a transport that was closed and collected is freed whole', async () => {
+  // Before, a hook kept every transport ever created in memory with its socket state and
+  // threadsafe function, and each one made every later crossing into JS slower.
+  const bindingPath = fileURLToPath(new URL('../binding.js', import.meta.url))
+  const source = `
+    const { QuicTransport } = require(${JSON.stringify(indexPath)})
+    const { endpointsInMemory } = require(${JSON.stringify(bindingPath)})
+    // In a function of its own, so that no variable of the caller still refers to a client.
+    async function createAndClose(server, addr) {
+      for (let i = 0; i < 40; i++) {
+        const client = await QuicTransport.create({ tls: { pinnedFingerprints: [server.fingerprint] } })
+        if (i % 2 === 0) await client.request(addr, { type: 'task', payload: i })
+        await client.close()
+      }
+    }
+    ;(async () => {
+      const server = await QuicTransport.create({ listen: {} })
+      server.onRequest((m) => m.payload)
+      const addr = server.address.host + ':' + server.address.port
+      const before = endpointsInMemory()
+      await createAndClose(server, addr)
+      const created = endpointsInMemory() - before
+      let after = created
+      for (let i = 0; i < 50 && after > 0; i++) {
+        globalThis.gc()
+        await new Promise((resolve) => setTimeout(resolve, 20))
+        after = endpointsInMemory() - before
+      }
+      await server.close()
+      console.log(JSON.stringify({ created, after }))
+    })()
+  `
+  const { code, out } = await runNode(source, 20000, ['--expose-gc'])
+  assert.equal(code, 0, out)
+  const { created, after } = JSON.parse(out.trim().split('\n').pop())
+  assert.ok(created > 0, 'the transports were counted while open')
+  assert.equal(after, 0, `${after} of 40 closed transports are still in memory`)
 })

@@ -48,6 +48,22 @@ pub(crate) struct Endpoint {
     pub(crate) writers: TaskTracker,
 }
 
+/// Endpoints in memory, closed or not (a diagnostic: tests check that closed
+/// transports are freed).
+static IN_MEMORY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many endpoints are in memory, closed or not.
+#[cfg_attr(not(feature = "node"), allow(dead_code))] // read by the Node binding's tests
+pub(crate) fn in_memory() -> usize {
+    IN_MEMORY.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        IN_MEMORY.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl Endpoint {
     /// Binds the socket. With `accept`, the endpoint accepts connections on
     /// `config.listen` (127.0.0.1:0 when unset); without, it only dials, from `listen`
@@ -89,6 +105,7 @@ impl Endpoint {
         let local_addr = quic
             .local_addr()
             .map_err(|e| Error::invalid("listen", format!("the socket has no address: {e}")))?;
+        IN_MEMORY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Arc::new(Endpoint {
             server_name: Arc::from(config.server_name.as_str()),
             quic: Mutex::new(Some(quic)),

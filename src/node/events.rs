@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, FnArgs, Function, Unknown};
@@ -88,7 +88,9 @@ type EventFn = ThreadsafeFunction<(), Unknown<'static>, EventArgs, Status, false
 
 pub(crate) struct Events {
     shared: Arc<Shared>,
-    deliver: Arc<EventFn>,
+    /// The flusher holds the only strong reference, so the threadsafe function (and
+    /// its libuv handle) is released as soon as the flusher ends at close.
+    deliver: Weak<EventFn>,
     /// The JS thread: events raised there (failures found while parsing a submitted
     /// batch) are delivered straight away rather than through the flusher, which would
     /// cost a wake-up of the runtime's thread and back.
@@ -129,10 +131,11 @@ impl Events {
                 Ok(FnArgs::from((Buffer::from(buf), detached)))
             })?;
         let deliver = Arc::new(deliver);
-        napi::bindgen_prelude::spawn(flush(shared.clone(), deliver.clone()));
+        let weak = Arc::downgrade(&deliver);
+        napi::bindgen_prelude::spawn(flush(shared.clone(), deliver));
         Ok(Events {
             shared,
-            deliver,
+            deliver: weak,
             js_thread: std::thread::current().id(),
         })
     }
@@ -151,10 +154,11 @@ impl Events {
         };
         if schedule {
             if std::thread::current().id() == self.js_thread {
-                // Fails only once the JS environment is going away; nobody is left to tell.
-                let _ = self
-                    .deliver
-                    .call((), ThreadsafeFunctionCallMode::NonBlocking);
+                // Gone, or failing, only once the transport has closed or the JS
+                // environment is going away; nobody is left to tell.
+                if let Some(deliver) = self.deliver.upgrade() {
+                    let _ = deliver.call((), ThreadsafeFunctionCallMode::NonBlocking);
+                }
             } else {
                 self.shared.started.notify_one();
             }
