@@ -235,6 +235,11 @@ export declare class QuicTransport {
   /** Pool and connection statistics, read from quinn. */
   getStats(): TransportStats
 
-  /** Rejects pending calls with `ERR_CLOSED`, closes connections, frees the socket. Idempotent. */
+  /**
+   * Rejects pending calls with `ERR_CLOSED`, delivers one-way messages already sent,
+   * closes connections, frees the socket. Idempotent. A listener resolves once its port
+   * is free again; a dial-only transport once every peer was sent the close (its
+   * ephemeral socket drains in the background).
+   */
   close(): Promise<void>
 }

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { QuicTransport, QuicTransportError, ERROR_CODES, listener, dialer, addrOf, closeAll, codeOf } from './helpers.mjs'
+import { QuicTransport, QuicTransportError, ERROR_CODES, listener, dialer, addrOf, closeAll, codeOf, eventually } from './helpers.mjs'
 
 test('a listener reports its address and fingerprint; a dialer has no address', async () => {
   const server = await listener()
@@ -80,6 +80,27 @@ test('close is idempotent and later calls reject with ERR_CLOSED', async () => {
   assert.equal(await codeOf(client.receive()), 'ERR_CLOSED')
   assert.equal(await codeOf(client.connect(addrOf(server))), 'ERR_CLOSED')
   await server.close()
+})
+
+test('after close(), a peer is told at once and a listener\'s port is free again', async () => {
+  const server = await listener({ maxIdleTimeoutMs: 60000 })
+  server.onRequest((m) => m.payload)
+  const client = await dialer(server, { maxIdleTimeoutMs: 60000 })
+  assert.equal((await client.request(addrOf(server), { type: 'task', payload: 1 })).payload, 1)
+  assert.equal(server.getStats().connections.length, 1)
+  // A dial-only transport's close() returns once the close is sent (the rest of QUIC's
+  // draining goes on in the background); the listener learns of it long before its
+  // 60 s idle timeout.
+  await client.close()
+  assert.ok(await eventually(() => server.getStats().connections.length === 0, { timeoutMs: 3000 }))
+  // A listener's close() waits until its socket is freed: the same port binds again.
+  const { port } = server.address
+  const again = await dialer(server)
+  await again.request(addrOf(server), { type: 'task', payload: 2 })
+  await server.close()
+  const reopened = await QuicTransport.create({ listen: { host: '127.0.0.1', port } })
+  assert.equal(reopened.address.port, port)
+  await closeAll(reopened, again)
 })
 
 test('every error code is listed', () => {

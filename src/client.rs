@@ -157,6 +157,11 @@ impl QuicClient {
 
     /// Fails every pending call with [`Error::Closed`], closes all connections and frees
     /// the socket. Calling it again is harmless.
+    ///
+    /// A transport on a port it was given (`listen`) or that accepts returns once the
+    /// socket is freed, so the port can be bound again at once. A dial-only transport on
+    /// an ephemeral port returns once every peer was sent the close; the socket drains
+    /// in the background (at most [`CLOSE_GRACE`](crate::CLOSE_GRACE)).
     pub async fn close(&self) {
         self.endpoint.close().await
     }

@@ -266,6 +266,24 @@ impl Conn {
         }
     }
 
+    /// Datagrams sent so far (see [`Conn::close_sent`]).
+    pub(crate) fn datagrams_sent(&self) -> u64 {
+        self.quic.stats().udp_tx.datagrams
+    }
+
+    /// After this side closed the connection, whether the peer has been sent the close:
+    /// a datagram went out after `before` ([`Conn::datagrams_sent`] just before closing;
+    /// once closed, quinn's next datagram carries the close).
+    pub(crate) fn close_sent(&self, before: u64) -> bool {
+        match self.quic.close_reason() {
+            Some(quinn::ConnectionError::LocallyClosed) => self.datagrams_sent() > before,
+            // Not closed yet: quinn hands an endpoint's close to each connection.
+            None => false,
+            // Closed another way (by the peer, a timeout, a reset): nothing to send.
+            Some(_) => true,
+        }
+    }
+
     pub(crate) fn stats(&self) -> ConnectionStats {
         let stats = self.quic.stats();
         ConnectionStats {

@@ -42,6 +42,9 @@ pub(crate) struct Endpoint {
     pub(crate) inbox: Inbox,
     handler: Arc<dyn Handler>,
     shutdown: watch::Sender<bool>,
+    /// The OS chose the port and nobody can connect to it (a dial-only transport), so
+    /// `close` need not wait for the socket to be freed.
+    ephemeral_port: bool,
     /// Every task that holds connections or streams; `close` waits for them to end.
     pub(crate) tasks: TaskTracker,
     /// The channel writers; `close` lets them deliver what was sent before it.
@@ -105,8 +108,10 @@ impl Endpoint {
         let local_addr = quic
             .local_addr()
             .map_err(|e| Error::invalid("listen", format!("the socket has no address: {e}")))?;
+        let ephemeral_port = !accept && config.listen.is_none();
         IN_MEMORY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Arc::new(Endpoint {
+            ephemeral_port,
             server_name: Arc::from(config.server_name.as_str()),
             quic: Mutex::new(Some(quic)),
             local_addr,
@@ -364,8 +369,41 @@ impl Endpoint {
         let _ = tokio::time::timeout(CLOSE_GRACE, goodbyes).await;
         let socket = self.quic.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(socket) = socket {
+            let open: Vec<_> = (self.pool.connections().into_iter())
+                .map(|conn| {
+                    let before = conn.datagrams_sent();
+                    (conn, before)
+                })
+                .collect();
             socket.close(app_code::CLOSED.into(), b"transport closed");
             self.tasks.close();
+            if self.ephemeral_port {
+                // Nobody waits for this port to be free again, so close() returns once
+                // every peer has been sent the close, and the rest of draining (three
+                // probe timeouts, about 20 ms on loopback, in which a peer that missed
+                // the close is told again) goes on in the background, still bounded.
+                let sent = async {
+                    for attempt in 0u32.. {
+                        if open.iter().all(|(conn, before)| conn.close_sent(*before)) {
+                            return;
+                        }
+                        if attempt < 16 {
+                            tokio::task::yield_now().await;
+                        } else {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(CLOSE_GRACE, sent).await;
+                drop(open);
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(CLOSE_GRACE, socket.wait_idle()).await;
+                });
+                self.pool.clear();
+                let _ = tokio::time::timeout(CLOSE_GRACE, self.tasks.wait()).await;
+                return;
+            }
+            drop(open);
             let drained = async {
                 socket.wait_idle().await;
                 self.pool.clear();
