@@ -2,6 +2,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import dgram from 'node:dgram'
+import v8 from 'node:v8'
+import vm from 'node:vm'
 import { QuicTransport, listener, dialer, addrOf, closeAll, codeOf, eventually } from './helpers.mjs'
 
 test('a request gets its reply: JSON equal, binary byte-exact, metadata and ids kept', async () => {
@@ -71,6 +73,28 @@ test('large payloads (passed beside the command batch) stay byte-exact, in order
   assert.equal(json.payload.text, 'é'.repeat(50_000))
   await eventually(() => messages.length === 1)
   assert.ok(messages[0].equals(pattern(150_000, 4)))
+  await closeAll(server, client)
+})
+
+test('received payloads of megabytes stay intact while later ones reuse collected memory', async () => {
+  // Memory of large payloads that JS has collected is read into again; a Buffer that JS
+  // still holds must never be.
+  v8.setFlagsFromString('--expose-gc')
+  const gc = vm.runInNewContext('gc')
+  const server = await listener()
+  server.onRequest((m) => m.payload)
+  const client = await dialer(server)
+  const size = 3 * 1024 * 1024
+  const pattern = (seed) => Buffer.alloc(size, seed)
+  const kept = []
+  for (let i = 0; i < 8; i++) {
+    const reply = await client.request(addrOf(server), { type: 'echo', payload: pattern(i) })
+    assert.ok(reply.payload.equals(pattern(i)), `reply ${i} is byte-exact`)
+    if (i % 2 === 1) kept.push([i, reply.payload])
+    gc()
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  for (const [i, payload] of kept) assert.ok(payload.equals(pattern(i)), `kept reply ${i} is unchanged`)
   await closeAll(server, client)
 })
 

@@ -9,7 +9,8 @@
 //! and on a virtual machine the host may have to back it as well. In the same profile
 //! that zeroing (`clear_page_erms`) took 42% of the server's samples, most of it under
 //! the copy of each outgoing large payload. So the memory of large copies is kept for a
-//! moment once sent ([`KEEP_FOR`]) and reused by the next copy of a like size.
+//! moment once sent ([`KEEP_FOR`]) and reused by the next copy or received payload of a
+//! like size; the Node binding gives back received payloads once JS has collected them.
 
 use std::mem::MaybeUninit;
 use std::sync::Mutex;
@@ -20,13 +21,24 @@ use bytes::{Bytes, BytesMut};
 /// Buffers this large or larger ask for huge pages (the size of one on x86-64).
 pub(crate) const HUGE_PAGES_FROM: usize = 2 << 20;
 
-/// An empty buffer with room for `len` bytes.
+/// An empty buffer with room for `len` bytes. From [`HUGE_PAGES_FROM`] bytes on, it is
+/// memory given back earlier ([`give_back`]) when there is some of a like size.
 pub(crate) fn with_capacity(len: usize) -> BytesMut {
-    let mut buf = BytesMut::with_capacity(len);
-    if len >= HUGE_PAGES_FROM {
-        advise_huge_pages(buf.spare_capacity_mut());
+    if len < HUGE_PAGES_FROM {
+        return BytesMut::with_capacity(len);
     }
-    buf
+    // Without a copy: the Bytes is the memory's only owner.
+    BytesMut::from(Bytes::from(large(len)))
+}
+
+/// An empty Vec with room for `len` (at least [`HUGE_PAGES_FROM`]) bytes: spare memory
+/// when there is some of a like size, else fresh memory advised to use huge pages.
+fn large(len: usize) -> Vec<u8> {
+    reuse(len).unwrap_or_else(|| {
+        let mut fresh = Vec::with_capacity(len);
+        advise_huge_pages(fresh.spare_capacity_mut());
+        fresh
+    })
 }
 
 /// How long the memory of a large copy is kept for reuse once nothing refers to it.
@@ -45,11 +57,7 @@ pub(crate) fn copy(data: &[u8]) -> Bytes {
     if data.len() < HUGE_PAGES_FROM {
         return Bytes::copy_from_slice(data);
     }
-    let mut memory = reuse(data.len()).unwrap_or_else(|| {
-        let mut fresh = Vec::with_capacity(data.len());
-        advise_huge_pages(fresh.spare_capacity_mut());
-        fresh
-    });
+    let mut memory = large(data.len());
     memory.extend_from_slice(data);
     Bytes::from_owner(Recycled(memory))
 }
@@ -99,9 +107,12 @@ fn reuse(len: usize) -> Option<Vec<u8>> {
     Some(spare.buffers.remove(i).0)
 }
 
-/// Keeps `memory` for reuse, when a tokio runtime is at hand to free it later;
-/// otherwise (or beyond the bounds) it is freed now.
-fn give_back(mut memory: Vec<u8>) {
+/// Keeps `memory` for reuse, when it is large ([`HUGE_PAGES_FROM`]) and a tokio runtime
+/// is at hand to free it later; otherwise (or beyond the bounds) it is freed now.
+pub(crate) fn give_back(mut memory: Vec<u8>) {
+    if memory.capacity() < HUGE_PAGES_FROM {
+        return;
+    }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -258,6 +269,20 @@ mod tests {
             let small = copy(&pattern(HUGE_PAGES_FROM, 11));
             assert_eq!(small.as_ptr(), memory);
             drop(small);
+
+            // A payload being received is read into spare memory too, and given back
+            // by its reader.
+            let mut received = with_capacity(HUGE_PAGES_FROM + 2);
+            assert_eq!(received.as_ptr(), memory);
+            assert_eq!(spare_count(), 1);
+            received.extend_from_slice(&pattern(HUGE_PAGES_FROM + 2, 13));
+            let payload = Vec::from(received.freeze());
+            assert_eq!(payload, pattern(HUGE_PAGES_FROM + 2, 13));
+            give_back(payload);
+            assert_eq!(spare_count(), 2);
+            // Small memory is not kept.
+            give_back(Vec::with_capacity(HUGE_PAGES_FROM - 1));
+            assert_eq!(spare_count(), 2);
 
             // Freed once KEEP_FOR has passed.
             tokio::time::sleep(KEEP_FOR * 2 + Duration::from_millis(200)).await;

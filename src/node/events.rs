@@ -30,6 +30,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, FnArgs, Function, Unknown};
+
+use super::payload::Payload;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use tokio::sync::{Notify, Semaphore};
@@ -82,7 +84,7 @@ struct Shared {
 }
 
 /// What JS receives: the batch, and its detached payloads (if any).
-pub(crate) type EventArgs = FnArgs<(Buffer, Option<Vec<Buffer>>)>;
+pub(crate) type EventArgs = FnArgs<(Buffer, Option<Vec<Payload>>)>;
 
 type EventFn = ThreadsafeFunction<(), Unknown<'static>, EventArgs, Status, false, true>;
 
@@ -126,8 +128,8 @@ impl Events {
                     )
                 };
                 taking.room.add_permits(held);
-                let detached = (!detached.is_empty())
-                    .then(|| detached.into_iter().map(Buffer::from).collect());
+                let detached =
+                    (!detached.is_empty()).then(|| detached.into_iter().map(Payload).collect());
                 Ok(FnArgs::from((Buffer::from(buf), detached)))
             })?;
         let deliver = Arc::new(deliver);

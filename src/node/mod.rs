@@ -14,6 +14,7 @@ mod exit_hook;
 mod handler;
 mod message;
 mod options;
+pub mod payload;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ use self::exit_hook::ExitHook;
 use self::handler::{JsHandler, SharedHandler};
 use self::message::JsIncoming;
 use self::options::JsTransportOptions;
+use self::payload::Payload;
 use crate::codec::FrameKind;
 use crate::config::{parse_peer_address, TransportConfig, TransportOptions};
 use crate::error::Error;
@@ -136,13 +138,18 @@ pub struct NativeTransport {
 impl NativeTransport {
     /// Binds the socket (and listens when `options.listen` is set). `onEvents` receives
     /// every event as a batch Buffer, and the batch's detached payloads (see `events.rs`).
-    #[napi(factory, catch_unwind)]
-    // The callback's type is spelled out: the generated TypeScript needs it so.
+    #[napi(
+        factory,
+        catch_unwind,
+        // Detached payloads arrive as Buffers (`payload.rs`).
+        ts_args_type = "options: JsTransportOptions, onEvents: (arg0: Buffer, arg1?: Array<Buffer> | undefined | null) => unknown"
+    )]
+    // The callback's type is spelled out, as `events::EventArgs` is.
     #[allow(clippy::type_complexity)]
     pub fn create(
         env: Env,
         options: JsTransportOptions,
-        on_events: Function<'_, FnArgs<(Buffer, Option<Vec<Buffer>>)>, Unknown<'static>>,
+        on_events: Function<'_, FnArgs<(Buffer, Option<Vec<Payload>>)>, Unknown<'static>>,
     ) -> napi::Result<Self> {
         let config = TransportConfig::try_from(TransportOptions::from(options)).into_js()?;
         let events = Arc::new(Events::new(on_events)?);
