@@ -1,44 +1,43 @@
-//! Memory for large payloads, backed by huge pages where the OS offers them.
-//!
-//! A 64 MiB payload written into fresh memory takes 16,384 page faults at 4 KiB per
-//! page; with transparent huge pages it takes 32. In profiles of the `bulk` benchmark
-//! the faults were about a tenth of the receiver's samples
-//! (`bash bench/profile.sh quic server bulk`).
+//! Memory for large payloads, reused rather than fresh.
 //!
 //! Fresh memory costs more than its page faults: the kernel zeroes every page first,
-//! and on a virtual machine the host may have to back it as well. In the same profile
-//! that zeroing (`clear_page_erms`) took 42% of the server's samples, most of it under
-//! the copy of each outgoing large payload. So the memory of large copies is kept for a
-//! moment once sent ([`KEEP_FOR`]) and reused by the next copy or received payload of a
-//! like size; the Node binding gives back received payloads once JS has collected them.
+//! and on a virtual machine the host may have to back it as well. In profiles of the
+//! `bulk` benchmark (`bash bench/profile.sh quic server bulk count=4`) that zeroing
+//! (`clear_page_erms`) took 42% of the server's samples, most of it under the copy of
+//! each outgoing 64 MiB payload and the read of each incoming one. So the memory of
+//! large payloads is kept for a moment once nothing refers to it ([`KEEP_FOR`]) and
+//! reused by the next copy or received payload of a like size; the Node binding gives
+//! back received payloads once JS has collected them.
+//!
+//! Asking for transparent huge pages (`madvise(MADV_HUGEPAGE)`) for such buffers was
+//! tried and removed: it looked faster when one transport ran after another of its own
+//! kind, but with other programs' memory use in between (as in `npm run bench`) the
+//! kernel had to compact memory to find huge pages, and bulk echo was 170 instead of
+//! 230-280 MB/s (`bash bench/ab.sh` runs interleaved with tcp-tls and http2).
 
-use std::mem::MaybeUninit;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-/// Buffers this large or larger ask for huge pages (the size of one on x86-64).
-pub(crate) const HUGE_PAGES_FROM: usize = 2 << 20;
+/// Buffers this large or larger are reused (the size of a huge page on x86-64: below
+/// it, the allocator keeps and reuses freed memory itself).
+pub(crate) const REUSED_FROM: usize = 2 << 20;
 
-/// An empty buffer with room for `len` bytes. From [`HUGE_PAGES_FROM`] bytes on, it is
+/// An empty buffer with room for `len` bytes. From [`REUSED_FROM`] bytes on, it is
 /// memory given back earlier ([`give_back`]) when there is some of a like size.
 pub(crate) fn with_capacity(len: usize) -> BytesMut {
-    if len < HUGE_PAGES_FROM {
+    if len < REUSED_FROM {
         return BytesMut::with_capacity(len);
     }
     // Without a copy: the Bytes is the memory's only owner.
     BytesMut::from(Bytes::from(large(len)))
 }
 
-/// An empty Vec with room for `len` (at least [`HUGE_PAGES_FROM`]) bytes: spare memory
-/// when there is some of a like size, else fresh memory advised to use huge pages.
+/// An empty Vec with room for `len` (at least [`REUSED_FROM`]) bytes: spare memory
+/// when there is some of a like size, else fresh memory.
 fn large(len: usize) -> Vec<u8> {
-    reuse(len).unwrap_or_else(|| {
-        let mut fresh = Vec::with_capacity(len);
-        advise_huge_pages(fresh.spare_capacity_mut());
-        fresh
-    })
+    reuse(len).unwrap_or_else(|| Vec::with_capacity(len))
 }
 
 /// How long the memory of a large copy is kept for reuse once nothing refers to it.
@@ -50,11 +49,11 @@ pub(crate) const KEEP_FOR: Duration = Duration::from_secs(1);
 const KEEP_BYTES: usize = 256 << 20;
 const KEEP_COUNT: usize = 4;
 
-/// A copy of `data`. From [`HUGE_PAGES_FROM`] bytes on, the copy is written into memory
+/// A copy of `data`. From [`REUSED_FROM`] bytes on, the copy is written into memory
 /// that an earlier copy has given back, when there is some of a like size.
 #[cfg_attr(not(feature = "node"), allow(dead_code))] // used by the Node binding
 pub(crate) fn copy(data: &[u8]) -> Bytes {
-    if data.len() < HUGE_PAGES_FROM {
+    if data.len() < REUSED_FROM {
         return Bytes::copy_from_slice(data);
     }
     let mut memory = large(data.len());
@@ -107,10 +106,10 @@ fn reuse(len: usize) -> Option<Vec<u8>> {
     Some(spare.buffers.remove(i).0)
 }
 
-/// Keeps `memory` for reuse, when it is large ([`HUGE_PAGES_FROM`]) and a tokio runtime
+/// Keeps `memory` for reuse, when it is large ([`REUSED_FROM`]) and a tokio runtime
 /// is at hand to free it later; otherwise (or beyond the bounds) it is freed now.
 pub(crate) fn give_back(mut memory: Vec<u8>) {
-    if memory.capacity() < HUGE_PAGES_FROM {
+    if memory.capacity() < REUSED_FROM {
         return;
     }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -190,41 +189,18 @@ fn trim() -> impl std::future::Future<Output = ()> + Send + 'static {
     }
 }
 
-/// Asks Linux to back the whole pages inside `memory` with huge pages (advice only: the
-/// memory's contents and validity do not change, and a refusal costs nothing).
-#[cfg(target_os = "linux")]
-fn advise_huge_pages(memory: &mut [MaybeUninit<u8>]) {
-    // SAFETY: sysconf only reads a system setting.
-    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        size if size > 0 => size as usize,
-        _ => return,
-    };
-    let start = (memory.as_mut_ptr() as usize).next_multiple_of(page);
-    let end = (memory.as_mut_ptr() as usize + memory.len()) / page * page;
-    if end > start {
-        // SAFETY: [start, end) lies within `memory`, which the caller holds exclusively;
-        // MADV_HUGEPAGE only changes how the kernel backs those pages.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_memory: &mut [MaybeUninit<u8>]) {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn copies_small_and_large_data_exactly() {
-        for len in [0, 10, HUGE_PAGES_FROM - 1, HUGE_PAGES_FROM + 4097] {
+        for len in [0, 10, REUSED_FROM - 1, REUSED_FROM + 4097] {
             let data: Vec<u8> = (0..len).map(|i| (i * 13) as u8).collect();
             assert_eq!(&copy(&data)[..], &data[..]);
         }
-        let buf = with_capacity(HUGE_PAGES_FROM * 2);
-        assert!(buf.is_empty() && buf.capacity() >= HUGE_PAGES_FROM * 2);
+        let buf = with_capacity(REUSED_FROM * 2);
+        assert!(buf.is_empty() && buf.capacity() >= REUSED_FROM * 2);
     }
 
     fn pattern(len: usize, seed: usize) -> Vec<u8> {
@@ -243,7 +219,7 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let first = pattern(HUGE_PAGES_FROM + 10, 3);
+            let first = pattern(REUSED_FROM + 10, 3);
             let copied = copy(&first);
             assert_eq!(&copied[..], &first[..]);
             let memory = copied.as_ptr();
@@ -255,7 +231,7 @@ mod tests {
             assert_eq!(spare_count(), 1);
 
             // The next copy of a like size is written there, exactly.
-            let second = pattern(HUGE_PAGES_FROM + 5, 7);
+            let second = pattern(REUSED_FROM + 5, 7);
             let copied = copy(&second);
             assert_eq!(copied.as_ptr(), memory);
             assert_eq!(&copied[..], &second[..]);
@@ -263,25 +239,25 @@ mod tests {
             drop(copied);
 
             // A payload under a quarter of the spare buffer gets memory of its own.
-            let big = copy(&pattern(4 * HUGE_PAGES_FROM + 64, 5));
+            let big = copy(&pattern(4 * REUSED_FROM + 64, 5));
             drop(big);
             assert_eq!(spare_count(), 2);
-            let small = copy(&pattern(HUGE_PAGES_FROM, 11));
+            let small = copy(&pattern(REUSED_FROM, 11));
             assert_eq!(small.as_ptr(), memory);
             drop(small);
 
             // A payload being received is read into spare memory too, and given back
             // by its reader.
-            let mut received = with_capacity(HUGE_PAGES_FROM + 2);
+            let mut received = with_capacity(REUSED_FROM + 2);
             assert_eq!(received.as_ptr(), memory);
             assert_eq!(spare_count(), 1);
-            received.extend_from_slice(&pattern(HUGE_PAGES_FROM + 2, 13));
+            received.extend_from_slice(&pattern(REUSED_FROM + 2, 13));
             let payload = Vec::from(received.freeze());
-            assert_eq!(payload, pattern(HUGE_PAGES_FROM + 2, 13));
+            assert_eq!(payload, pattern(REUSED_FROM + 2, 13));
             give_back(payload);
             assert_eq!(spare_count(), 2);
             // Small memory is not kept.
-            give_back(Vec::with_capacity(HUGE_PAGES_FROM - 1));
+            give_back(Vec::with_capacity(REUSED_FROM - 1));
             assert_eq!(spare_count(), 2);
 
             // Freed once KEEP_FOR has passed.
@@ -290,11 +266,11 @@ mod tests {
         });
 
         // Without a runtime to free it later, nothing is kept.
-        drop(copy(&pattern(HUGE_PAGES_FROM, 1)));
+        drop(copy(&pattern(REUSED_FROM, 1)));
         assert_eq!(spare_count(), 0);
 
         // When the runtime ends first, what it kept is freed with it.
-        runtime.block_on(async { drop(copy(&pattern(HUGE_PAGES_FROM, 1))) });
+        runtime.block_on(async { drop(copy(&pattern(REUSED_FROM, 1))) });
         assert_eq!(spare_count(), 1);
         drop(runtime);
         assert_eq!(spare_count(), 0);

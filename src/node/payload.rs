@@ -1,6 +1,6 @@
 //! Large received payloads handed to JS without a copy, and taken back for reuse.
 //!
-//! A payload of [`crate::buffer::HUGE_PAGES_FROM`] bytes or more is read into memory
+//! A payload of [`crate::buffer::REUSED_FROM`] bytes or more is read into memory
 //! that an earlier payload gave back (see `buffer.rs`: zeroing fresh memory was a
 //! quarter of the receiver's samples in the `bulk` benchmark). JS gets that memory as an
 //! external Buffer; once JS has collected the Buffer, its memory goes back to the spare
