@@ -143,15 +143,17 @@ function checkAddr(addr, name = 'addr') {
   if (typeof addr !== 'string' || addr === '') throw invalidArg(`invalid ${name}: expected 'host:port'`)
 }
 
-function optionalString(value, name) {
+// The `field` arguments below complete `name` in error messages only, so that a call
+// that succeeds builds no strings.
+function optionalString(value, name, field = '') {
   if (value !== undefined && value !== null && typeof value !== 'string') {
-    throw invalidArg(`invalid ${name}: expected a string`)
+    throw invalidArg(`invalid ${name}${field}: expected a string`)
   }
   return value ?? undefined
 }
 
 /** The payload as the binding takes it: bytes as-is, anything else as JSON text. */
-function encodePayload(payload, name) {
+function encodePayload(payload, name, field = '') {
   if (payload instanceof Uint8Array) return { text: undefined, data: payload }
   if (ArrayBuffer.isView(payload)) {
     return { text: undefined, data: new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength) }
@@ -160,17 +162,17 @@ function encodePayload(payload, name) {
   try {
     text = JSON.stringify(payload === undefined ? null : payload)
   } catch (err) {
-    throw new QuicTransportError('ERR_INVALID_ARG', `invalid ${name}: not JSON-serializable (${err.message})`)
+    throw new QuicTransportError('ERR_INVALID_ARG', `invalid ${name}${field}: not JSON-serializable (${err.message})`)
   }
   return { text: text === undefined ? 'null' : text, data: undefined }
 }
 
-function encodeMetadata(metadata, name) {
+function encodeMetadata(metadata, name, field) {
   if (metadata === undefined || metadata === null) return undefined
   try {
     return JSON.stringify(metadata)
   } catch (err) {
-    throw invalidArg(`invalid ${name}: not JSON-serializable (${err.message})`)
+    throw invalidArg(`invalid ${name}${field}: not JSON-serializable (${err.message})`)
   }
 }
 
@@ -185,14 +187,14 @@ function prepareMessage(msg, name) {
   if (typeof msg.type !== 'string' || msg.type === '') {
     throw invalidArg(`invalid ${name}.type: expected a non-empty string`)
   }
-  const { text, data } = encodePayload(msg.payload, `${name}.payload`)
+  const { text, data } = encodePayload(msg.payload, name, '.payload')
   return {
-    id: optionalString(msg.id, `${name}.id`) || nextId(),
+    id: optionalString(msg.id, name, '.id') || nextId(),
     type: msg.type,
-    streamId: optionalString(msg.streamId, `${name}.streamId`) || '',
+    streamId: optionalString(msg.streamId, name, '.streamId') || '',
     text,
     data,
-    metadata: encodeMetadata(msg.metadata, `${name}.metadata`),
+    metadata: encodeMetadata(msg.metadata, name, '.metadata'),
   }
 }
 
@@ -381,7 +383,7 @@ class QuicTransport {
       w.u32(token)
       w.u8(signal ? 1 : 0)
       w.u32(timeoutMs === undefined ? 0 : Math.ceil(timeoutMs))
-      this.#writeFrame(start, () => w.text16(addr, 'addr'), Kind.REQUEST, m)
+      this.#writeFrame(start, token, addr, Kind.REQUEST, m)
       const promise = this.#expect(token)
       this.#submitIfDetached()
       if (signal) {
@@ -511,16 +513,16 @@ class QuicTransport {
     w.ensure(8)
     w.u8(Command.SEND)
     w.u32(token)
-    this.#writeFrame(start, () => w.text16(addr, 'addr'), Kind.MESSAGE, m)
+    this.#writeFrame(start, token, addr, Kind.MESSAGE, m)
     return this.#expect(token)
   }
 
   /** Writes a command's address and frame; undoes the command if the frame is refused. */
-  #writeFrame(start, writeAddress, kind, m) {
+  #writeFrame(start, token, addr, kind, m) {
     const w = this.#writer
     let size
     try {
-      writeAddress()
+      w.text16(addr, 'addr')
       size = w.frame(kind, m, start)
     } catch (err) {
       w.truncate(start)
@@ -533,7 +535,7 @@ class QuicTransport {
         `message of ${size} bytes exceeds the limit of ${this.#maxMessageBytes} bytes`,
       )
     }
-    this.#batchTokens.push(w.buf.readUInt32BE(start + 1))
+    this.#batchTokens.push(token)
     this.#schedule()
   }
 
