@@ -82,6 +82,7 @@ export function renderMarkdown(report) {
     out.push('', `Packet loss ${rate} each way (nftables in a network namespace):`, '', table(LOSS_ROWS, bucket, transports))
   }
   if (report.lossNote) out.push('', `Packet loss runs ${report.lossNote}.`)
+  for (const retry of report.lossRetries ?? []) out.push('', `Note: ${retry}.`)
   if (report.boundary) {
     const b = report.boundary
     out.push(

@@ -265,6 +265,7 @@ try {
 
   const lossNote = lossAvailable()
   const loss = {}
+  const lossRetries = []
   if (!lossNote) {
     for (const percent of LOSS_RATES) {
       const ns = lossNamespace(percent)
@@ -274,7 +275,19 @@ try {
           for (const transport of transports) {
             if (transport === 'rust-quic' && !RUST_SCENARIOS.has(scenario)) continue
             progress(`loss ${percent}% ${scenario} ${transport}`)
-            record(loss[`${percent}%`], scenario, transport, await measure(transport, scenario, PARAMS[scenario], { netns: ns.name, port: LOSS_PORT }))
+            const run = () => measure(transport, scenario, PARAMS[scenario], { netns: ns.name, port: LOSS_PORT })
+            let result
+            try {
+              result = await run()
+            } catch (err) {
+              // Under loss a client can fail for good reasons (its connection given up):
+              // say so in the report, and measure once more.
+              const what = `loss ${percent}% ${scenario} ${transport}: the first attempt failed (${err.message.split('\n')[0]}); measured again`
+              progress(what)
+              lossRetries.push(what)
+              result = await run()
+            }
+            record(loss[`${percent}%`], scenario, transport, result)
           }
         }
       } finally {
@@ -298,7 +311,7 @@ try {
   const targets = evaluateTargets(summary, lossSummary)
   const date = new Date().toISOString().replace(/[:]/g, '-').replace(/\..+/, '')
   const command = `npm run bench -- ${argv.join(' ')}`.trim()
-  const report = { date, command, machine, quick: QUICK, rounds, params: PARAMS, results: summary, loss: lossSummary, lossNote, boundary, targets, raw: { results, loss } }
+  const report = { date, command, machine, quick: QUICK, rounds, params: PARAMS, results: summary, loss: lossSummary, lossNote, lossRetries, boundary, targets, raw: { results, loss } }
   const dir = join(root, 'bench', 'results')
   mkdirSync(dir, { recursive: true })
   const base = join(dir, `${date}${QUICK ? '-quick' : ''}`)
