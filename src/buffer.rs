@@ -12,8 +12,8 @@
 //! Asking for transparent huge pages (`madvise(MADV_HUGEPAGE)`) for such buffers was
 //! tried and removed: it looked faster when one transport ran after another of its own
 //! kind, but with other programs' memory use in between (as in `npm run bench`) the
-//! kernel had to compact memory to find huge pages, and bulk echo was 170 instead of
-//! 230-280 MB/s (`bash bench/ab.sh` runs interleaved with tcp-tls and http2).
+//! kernel had to compact memory to find huge pages, and bulk echo was 198-215 instead
+//! of 280-288 MB/s (`bash bench/ab.sh` runs interleaved with tcp-tls and http2).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
