@@ -369,12 +369,17 @@ impl Endpoint {
         let _ = tokio::time::timeout(CLOSE_GRACE, goodbyes).await;
         let socket = self.quic.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(socket) = socket {
-            let open: Vec<_> = (self.pool.connections().into_iter())
-                .map(|conn| {
-                    let before = conn.datagrams_sent();
-                    (conn, before)
-                })
-                .collect();
+            // For a dial-only transport: what each connection had sent before the close.
+            let open: Vec<_> = match self.ephemeral_port {
+                true => self.pool.connections(),
+                false => Vec::new(),
+            }
+            .into_iter()
+            .map(|conn| {
+                let before = conn.datagrams_sent();
+                (conn, before)
+            })
+            .collect();
             socket.close(app_code::CLOSED.into(), b"transport closed");
             self.tasks.close();
             if self.ephemeral_port {
@@ -403,7 +408,6 @@ impl Endpoint {
                 let _ = tokio::time::timeout(CLOSE_GRACE, self.tasks.wait()).await;
                 return;
             }
-            drop(open);
             let drained = async {
                 socket.wait_idle().await;
                 self.pool.clear();

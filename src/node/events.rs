@@ -30,11 +30,11 @@ use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, FnArgs, Function, Unknown};
-
-use super::payload::Payload;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use tokio::sync::{Notify, Semaphore};
+
+use super::payload::Payload;
 
 use crate::codec::{self, FrameKind};
 use crate::error::Error;

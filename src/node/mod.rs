@@ -14,7 +14,7 @@ mod exit_hook;
 mod handler;
 mod message;
 mod options;
-pub mod payload;
+mod payload;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
