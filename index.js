@@ -245,6 +245,10 @@ function reportHandlerError(err) {
 const closedError = () => new QuicTransportError('ERR_CLOSED', 'transport closed')
 const abortedError = () => new QuicTransportError('ERR_ABORTED', 'operation aborted')
 const MAX_TIMEOUT_MS = 86_400_000
+// A tick's batch is submitted early once it holds this many bytes, so a burst of sends
+// does not grow the batch buffer past what it keeps for reuse (wire.js, KEEP_AT_MOST),
+// copying it at each doubling and allocating it again for the next batch.
+const SUBMIT_AT = 256 * 1024
 
 const CREATE = Symbol('create')
 // A timer that never fires, ref'd while the transport must keep the event loop alive:
@@ -385,7 +389,7 @@ class QuicTransport {
       w.u32(timeoutMs === undefined ? 0 : Math.ceil(timeoutMs))
       this.#writeFrame(start, token, addr, Kind.REQUEST, m)
       const promise = this.#expect(token)
-      this.#submitIfDetached()
+      this.#submitIfDue()
       if (signal) {
         const onAbort = () => {
           const call = this.#take(token)
@@ -410,7 +414,7 @@ class QuicTransport {
       const m = prepareMessage(msg, 'msg')
       if (this.#closing) throw closedError()
       const promise = this.#queueSend(addr, m)
-      this.#submitIfDetached()
+      this.#submitIfDue()
       return promise
     } catch (err) {
       return Promise.reject(err)
@@ -438,7 +442,7 @@ class QuicTransport {
         for (const p of sent) p.catch(() => {})
         throw err
       }
-      this.#submitIfDetached()
+      this.#submitIfDue()
       return Promise.all(sent).then(() => undefined)
     } catch (err) {
       return Promise.reject(err)
@@ -546,11 +550,13 @@ class QuicTransport {
   }
 
   /**
-   * A large payload is not copied into the batch, so the batch goes at once, before the
-   * caller can change the payload's bytes (Rust copies them during the call).
+   * Submits at once, after a call has queued all its commands: when a large payload was
+   * not copied into the batch, before the caller can change the payload's bytes (Rust
+   * copies them during the call); and when the batch reached SUBMIT_AT bytes.
    */
-  #submitIfDetached() {
-    if (this.#writer.detached.length > 0) this.#submit()
+  #submitIfDue() {
+    const w = this.#writer
+    if (w.detached.length > 0 || w.len >= SUBMIT_AT) this.#submit()
   }
 
   /** Hands this tick's commands to Rust in one call. */
@@ -660,7 +666,7 @@ class QuicTransport {
       write({ kind: Kind.ERROR, m: { id: '', type: 'ERR_REMOTE', streamId: '', data: message, metadata: undefined } })
     }
     this.#schedule()
-    this.#submitIfDetached()
+    this.#submitIfDue()
   }
 
   #deliver(buf, frame, peer) {

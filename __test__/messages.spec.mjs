@@ -132,6 +132,33 @@ test('messages sent without awaiting still arrive in call order', async () => {
   await closeAll(server, client)
 })
 
+test('a burst of sends too large for one batch keeps call order; a sendBatch in it is still refused whole', async () => {
+  const server = await listener()
+  const got = []
+  server.onMessage((msg) => got.push(msg.payload.readUInt32BE(0)))
+  const client = await dialer(server, { maxMessageBytes: 4096 })
+  const addr = addrOf(server)
+  const numbered = (i) => {
+    const payload = Buffer.alloc(1024)
+    payload.writeUInt32BE(i)
+    return { type: 'task', payload }
+  }
+  // About 2.5 MB queued in one tick: submitted to Rust in several batches, each once
+  // it reaches 256 KiB, but never in the middle of one call.
+  const all = []
+  for (let i = 0; i < 1000; i++) all.push(client.send(addr, numbered(i)))
+  const refused = client.sendBatch(addr, [
+    ...Array.from({ length: 400 }, (_, i) => numbered(100_000 + i)),
+    { type: 'task', payload: Buffer.alloc(8192) },
+  ])
+  for (let i = 1000; i < 2000; i++) all.push(client.send(addr, numbered(i)))
+  assert.equal(await codeOf(refused), 'ERR_MESSAGE_TOO_LARGE')
+  await Promise.all(all)
+  assert.ok(await eventually(() => got.length >= 2000, { timeoutMs: 10000 }), `got ${got.length} of 2000`)
+  assert.deepEqual(got, Array.from({ length: 2000 }, (_, i) => i))
+  await closeAll(server, client)
+})
+
 test('close() right after sends resolve still delivers every message', async () => {
   const server = await listener()
   let received = 0
