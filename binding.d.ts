@@ -145,6 +145,7 @@ export interface JsTransportOptions {
   tls?: JsTlsOptions
   serverName?: string
   connectTimeoutMs?: number
+  initialRttMs?: number
   requestTimeoutMs?: number
   maxIdleTimeoutMs?: number
   keepAliveMs?: number

@@ -74,8 +74,10 @@ export interface TransportOptions {
   tls?: TlsOptions
   /** The name the server's certificate must carry. Default `'localhost'`. */
   serverName?: string
-  /** Deadline for a handshake, in ms. Default 5000. */
+  /** Deadline for a handshake this transport starts (dialling), in ms. Default 5000. A listener waits for a handshake it accepted up to `maxIdleTimeoutMs` (or this, if longer). */
   connectTimeoutMs?: number
+  /** The round-trip time assumed until one is measured, in ms: a lost handshake packet is sent again after three times this, each later retry waiting twice as long. Default 100 (RFC 9002 suggests 333). */
+  initialRttMs?: number
   /** Default deadline of a request, in ms (also how long a listener waits for its handler). Default 30000. */
   requestTimeoutMs?: number
   /** A connection without traffic for this long closes and leaves the pool, in ms. Default 30000. */

@@ -86,6 +86,7 @@ const OPTION_TYPES = {
   tls: 'object',
   serverName: 'string',
   connectTimeoutMs: 'number',
+  initialRttMs: 'number',
   requestTimeoutMs: 'number',
   maxIdleTimeoutMs: 'number',
   keepAliveMs: 'number',

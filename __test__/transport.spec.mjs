@@ -4,6 +4,7 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import dgram from 'node:dgram'
 import { QuicTransport, QuicTransportError, ERROR_CODES, listener, dialer, addrOf, closeAll, codeOf, eventually } from './helpers.mjs'
 
 test('a listener reports its address and fingerprint; a dialer has no address', async () => {
@@ -22,6 +23,7 @@ test('bad options give ERR_INVALID_ARG naming the option', async () => {
   const cases = [
     [{ connectTimeoutMs: -5 }, /connectTimeoutMs/],
     [{ connectTimeoutMs: 'soon' }, /connectTimeoutMs/],
+    [{ initialRttMs: 0 }, /initialRttMs/],
     [{ maxConcurrentStreams: 0 }, /maxConcurrentStreams/],
     [{ maxMessageBytes: 1.5 }, /maxMessageBytes/],
     [{ listen: { port: 70000 } }, /listen\.port/],
@@ -127,4 +129,39 @@ test('bad arguments to calls give ERR_INVALID_ARG', async () => {
   assert.equal(await codeOf(client.receive(42)), 'ERR_INVALID_ARG')
   assert.throws(() => client.onRequest('x'), { code: 'ERR_INVALID_ARG' })
   await closeAll(server, client)
+})
+
+/** A UDP relay to `server` that drops each new client's first datagram (its first Initial). */
+async function dropFirstDatagram(server) {
+  const relay = dgram.createSocket('udp4')
+  await new Promise((resolve) => relay.bind(0, '127.0.0.1', resolve))
+  let client = null
+  relay.on('message', (datagram, from) => {
+    if (from.port === server.address.port) {
+      if (client) relay.send(datagram, client.port, client.address)
+      return
+    }
+    const first = client?.port !== from.port
+    client = from
+    if (!first) relay.send(datagram, server.address.port, server.address.host)
+  })
+  return { addr: `127.0.0.1:${relay.address().port}`, close: () => relay.close() }
+}
+
+test('initialRttMs sets when a lost first handshake packet is sent again', async () => {
+  const server = await listener()
+  const relay = await dropFirstDatagram(server)
+  const connectMs = []
+  for (const initialRttMs of [20, 400]) {
+    const client = await dialer(server, { initialRttMs })
+    const start = performance.now()
+    await client.connect(relay.addr)
+    connectMs.push(performance.now() - start)
+    await client.close()
+  }
+  // Sent again after three times the initial RTT: about 60 ms, and about 1,200 ms.
+  assert.ok(connectMs[0] < 600, `${connectMs}`)
+  assert.ok(connectMs[1] >= 1000, `${connectMs}`)
+  relay.close()
+  await server.close()
 })

@@ -242,9 +242,15 @@ impl Endpoint {
                 let Ok(connecting) = incoming.accept() else {
                     return;
                 };
-                let Ok(Ok(quic)) =
-                    tokio::time::timeout(endpoint.config.connect_timeout, connecting).await
-                else {
+                // Bounded by the idle timeout, not the connect timeout: the client counts
+                // itself connected once it has sent its last handshake message, so a
+                // listener that gave up while that message was still on its way (lost
+                // and resent, on a lossy path) would fail the client's first requests.
+                let wait = endpoint
+                    .config
+                    .max_idle_timeout
+                    .max(endpoint.config.connect_timeout);
+                let Ok(Ok(quic)) = tokio::time::timeout(wait, connecting).await else {
                     return;
                 };
                 let conn = Conn::new(quic, false, endpoint.config.max_concurrent_streams);
@@ -470,6 +476,7 @@ fn quic_transport(config: &TransportConfig) -> Result<quinn::TransportConfig, Er
         .map_err(|_| Error::invalid("maxIdleTimeoutMs", "too large for QUIC"))?;
     transport.max_idle_timeout(Some(idle));
     transport.keep_alive_interval(config.keep_alive);
+    transport.initial_rtt(config.initial_rtt);
     let mut acks = quinn::AckFrequencyConfig::default();
     acks.max_ack_delay(Some(MAX_ACK_DELAY));
     transport.ack_frequency_config(Some(acks));

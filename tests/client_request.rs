@@ -220,6 +220,97 @@ async fn a_port_with_no_listener_gives_connect_within_the_timeout() {
     client.close().await;
 }
 
+/// What a relay does with the client's `n`th datagram (from 0): pass it on after this
+/// long, or drop it (None).
+type Uplink = fn(usize) -> Option<Duration>;
+
+/// Relays datagrams between a client and `server` (the latest client to send); the
+/// client's go as `uplink` says, the server's go straight back.
+async fn relay(server: std::net::SocketAddr, uplink: Uplink) -> std::net::SocketAddr {
+    let relay = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = relay.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut client, mut sent) = (None, 0);
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let Ok((n, from)) = relay.recv_from(&mut buf).await else {
+                return;
+            };
+            let datagram = buf[..n].to_vec();
+            if from == server {
+                if let Some(client) = client {
+                    let _ = relay.send_to(&datagram, client).await;
+                }
+                continue;
+            }
+            // A new client (another port) starts the count again.
+            if client.replace(from) != Some(from) {
+                sent = 0;
+            }
+            sent += 1;
+            if let Some(delay) = uplink(sent - 1) {
+                let relay = relay.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = relay.send_to(&datagram, server).await;
+                });
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_listener_waits_for_a_slow_handshake_the_client_already_finished() {
+    // The listener's own connect timeout is short; the client's handshake ends before its
+    // last message reaches the listener. The listener must not give up on it at its
+    // connect timeout (the client counts itself connected), only at its idle timeout.
+    let mut config = TransportConfig::default();
+    config.connect_timeout = Duration::from_millis(200);
+    let server = server_with(config, Recorder::default());
+    // Every datagram of the client's after its first takes 600 ms.
+    let relay = relay(server.local_addr(), |n| {
+        Some(Duration::from_millis(if n == 0 { 0 } else { 600 }))
+    })
+    .await;
+    let client = client_for(&server);
+    client.connect(relay).await.unwrap();
+    let reply = client
+        .request(relay, Message::binary("task", &b"late"[..]))
+        .await
+        .unwrap();
+    assert_eq!(reply.payload, Bytes::from_static(b"late"));
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn initial_rtt_sets_when_a_lost_first_handshake_packet_is_sent_again() {
+    let server = server(Recorder::default());
+    // The client's first datagram (its first Initial) is lost; the rest get through.
+    let relay = relay(server.local_addr(), |n| (n > 0).then_some(Duration::ZERO)).await;
+    let mut connect_times = Vec::new();
+    for initial_rtt in [20, 400] {
+        let mut config = trusting(&server);
+        config.initial_rtt = Duration::from_millis(initial_rtt);
+        let client = QuicClient::new(config).unwrap();
+        let start = std::time::Instant::now();
+        client.connect(relay).await.unwrap();
+        connect_times.push(start.elapsed());
+        client.close().await;
+    }
+    // quinn sends a lost handshake packet again after three times the initial RTT.
+    assert!(
+        connect_times[0] < Duration::from_millis(600),
+        "{connect_times:?}"
+    );
+    assert!(
+        connect_times[1] >= Duration::from_millis(1000),
+        "{connect_times:?}"
+    );
+    server.close().await;
+}
+
 #[tokio::test]
 async fn close_settles_every_call_in_flight_with_closed() {
     let server = server(Recorder::default());
