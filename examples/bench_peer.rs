@@ -25,9 +25,11 @@ const MAX_MESSAGE_BYTES: f64 = (128 << 20) as f64;
 const WARM_UP: Duration = Duration::from_secs(1);
 
 const USAGE: &str = "usage:
-  bench_peer server --host H --port P --cert cert.pem --key key.pem
+  bench_peer server --host H --port P --cert cert.pem --key key.pem [--runtime R]
   bench_peer client --host H --port P --ca cert.pem --scenario rps|rtt|bulk|connect
-                    [--seconds T] [--concurrency C] [--size BYTES] [--count N]";
+                    [--seconds T] [--concurrency C] [--size BYTES] [--count N] [--runtime R]
+  R: multi-thread (tokio's default, one worker per core; the Node binding's) or
+     current-thread";
 
 fn bad_usage(why: &str) -> ! {
     eprintln!("bench_peer: {why}\n{USAGE}");
@@ -76,16 +78,26 @@ impl Args {
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let (mode, rest) = argv.split_first().unwrap_or_else(|| bad_usage("no mode"));
-    let args = Args::parse(rest);
-    let outcome = match mode.as_str() {
-        "server" => server(args).await,
-        "client" => client(args).await,
-        other => bad_usage(&format!("unknown mode {other:?}")),
+    let mut args = Args::parse(rest);
+    let mut runtime = match args.0.remove("runtime").as_deref() {
+        None | Some("multi-thread") => tokio::runtime::Builder::new_multi_thread(),
+        Some("current-thread") => tokio::runtime::Builder::new_current_thread(),
+        Some(other) => bad_usage(&format!("unknown runtime {other:?}")),
     };
+    let runtime = runtime.enable_all().build().unwrap_or_else(|e| {
+        eprintln!("bench_peer: cannot start the tokio runtime: {e}");
+        std::process::exit(1)
+    });
+    let outcome = runtime.block_on(async {
+        match mode.as_str() {
+            "server" => server(args).await,
+            "client" => client(args).await,
+            other => bad_usage(&format!("unknown mode {other:?}")),
+        }
+    });
     if let Err(e) = outcome {
         eprintln!("bench_peer: {e}");
         std::process::exit(1);
