@@ -21,6 +21,12 @@ const target = { host, port: Number(portText), ca: readFileSync(caPath, 'utf8') 
 const connect = () => transport.connect(target)
 const now = () => process.hrtime.bigint()
 const msSince = (start) => Number(now() - start) / 1e6
+// The process's CPU time so far (user + system, both threads, start-up included), in ms:
+// with the client pinned to one core, what a change costs when throughput is too noisy.
+const cpuMs = () => {
+  const { user, system } = process.cpuUsage()
+  return Math.round((user + system) / 1000)
+}
 const param = (key, fallback) => (params[key] === undefined ? fallback : params[key])
 
 async function timed(seconds, body) {
@@ -109,7 +115,7 @@ const scenarios = {
     if (failure) throw failure
     const seconds = msSince(start) / 1000
     // Close only after the run's driver has read the receiver's count.
-    process.stdout.write(`${JSON.stringify({ sent: count, seconds, sendRate: count / seconds })}\n`)
+    process.stdout.write(`${JSON.stringify({ sent: count, seconds, sendRate: count / seconds, cpuMs: cpuMs() })}\n`)
     await waitForLine()
     await client.close()
     return null
@@ -197,4 +203,4 @@ function waitForLine() {
 
 if (!scenarios[scenario]) throw new Error(`unknown scenario ${scenario}`)
 const result = await scenarios[scenario]()
-if (result) process.stdout.write(`${JSON.stringify(result)}\n`)
+if (result) process.stdout.write(`${JSON.stringify({ ...result, cpuMs: cpuMs() })}\n`)

@@ -5,7 +5,9 @@
 #   e.g. bash bench/profile.sh quic client rps seconds=3
 #        bash bench/profile.sh rust-quic server rps seconds=3   (the Rust core alone)
 # Then: perf report -i /tmp/afq-perf.data --no-children --sort comm,dso
-# (Rust frames have names only in an unstripped build: CARGO_PROFILE_RELEASE_STRIP=none.)
+# (Rust frames have names only in an unstripped build: CARGO_PROFILE_RELEASE_STRIP=none;
+# their callers only with frame pointers: RUSTFLAGS='-C force-frame-pointers=yes'. Build
+# one with `npx napi build --platform --release` and those set, in a target dir of its own.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 transport=$1 side=$2 scenario=$3
