@@ -433,9 +433,11 @@ impl NativeTransport {
         }
         let tasks = self.client.endpoint.tasks.clone();
         tasks.clone().spawn(async move {
-            for piece in work {
-                crate::reply::spawn_polled(&tasks, piece);
-            }
+            crate::connection::in_one_turn(|| {
+                for piece in work {
+                    crate::reply::spawn_polled(&tasks, piece);
+                }
+            })
         });
     }
 
