@@ -272,6 +272,18 @@ pub(crate) fn duration(name: &str, ms: Option<f64>) -> Result<Option<Duration>, 
     Ok(Some(Duration::from_secs_f64(ms / 1000.0)))
 }
 
+/// For tests in this crate: a default config that trusts only the certificate with this
+/// `sha256/…` fingerprint.
+#[cfg(test)]
+pub(crate) fn trusting(fingerprint: &str) -> TransportConfig {
+    let mut config = TransportConfig::default();
+    config
+        .trust
+        .pins
+        .push(crate::parse_fingerprint(fingerprint).unwrap());
+    config
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

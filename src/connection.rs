@@ -718,8 +718,9 @@ pub(crate) fn write_error(error: WriteError) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use crate::{parse_fingerprint, Message, QuicClient, QuicServer, TransportConfig};
+    use crate::config::trusting;
     use crate::{BoxFuture, Handler, Peer, INITIAL_STREAMS};
+    use crate::{Message, QuicClient, QuicServer, TransportConfig};
     use std::sync::atomic::Ordering;
 
     /// Answers at once: requests are never open here for long.
@@ -755,12 +756,7 @@ mod tests {
             })
         });
         let (addr, fingerprint) = listening.recv().unwrap();
-        let mut config = TransportConfig::default();
-        config
-            .trust
-            .pins
-            .push(parse_fingerprint(&fingerprint).unwrap());
-        let client = QuicClient::new(config).unwrap();
+        let client = QuicClient::new(trusting(&fingerprint)).unwrap();
         client.connect(addr).await.unwrap();
         let conn = client.endpoint.pool.connections()[0].clone();
         let tasks: Vec<_> = (0..64)
@@ -804,12 +800,7 @@ mod tests {
     #[tokio::test]
     async fn a_peer_held_at_its_stream_allowance_by_a_fast_handler_is_given_more() {
         let server = QuicServer::bind(TransportConfig::default(), Echo).unwrap();
-        let mut config = TransportConfig::default();
-        config
-            .trust
-            .pins
-            .push(parse_fingerprint(&server.fingerprint()).unwrap());
-        let client = QuicClient::new(config).unwrap();
+        let client = QuicClient::new(trusting(&server.fingerprint())).unwrap();
         let addr = server.local_addr();
         client.connect(addr).await.unwrap();
         // 64 requests in flight, a few rounds of them.

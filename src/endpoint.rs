@@ -486,17 +486,13 @@ fn quic_transport(config: &TransportConfig) -> Result<quinn::TransportConfig, Er
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{parse_fingerprint, Message, NoHandler, QuicClient, QuicServer};
+    use crate::config::trusting;
+    use crate::{Message, NoHandler, QuicClient, QuicServer};
 
     #[tokio::test]
     async fn peers_are_asked_to_acknowledge_within_max_ack_delay() {
         let server = QuicServer::bind(TransportConfig::default(), NoHandler).unwrap();
-        let mut config = TransportConfig::default();
-        config
-            .trust
-            .pins
-            .push(parse_fingerprint(&server.fingerprint()).unwrap());
-        let client = QuicClient::new(config).unwrap();
+        let client = QuicClient::new(trusting(&server.fingerprint())).unwrap();
         // Any exchange will do (this one is refused: the server has no handler).
         let _ = client
             .request(server.local_addr(), Message::binary("task", vec![]))
