@@ -54,8 +54,10 @@ pub(crate) struct Conn {
     max_streams: u32,
     /// One lock per incoming channel name, held by the stream delivering it.
     channel_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Requests waiting for the connection's writer task ([`write_requests`]).
+    /// Requests waiting for the connection's writer task ([`write_requests`]), started
+    /// when the first request is queued.
     writes: Arc<Writes>,
+    me: std::sync::Weak<Conn>,
 }
 
 /// The streams of one kind a peer may have open, and its use of them since the
@@ -88,7 +90,6 @@ impl Drop for InFlight<'_> {
 }
 
 impl Conn {
-    /// Must be called within a tokio runtime (it starts the connection's writer task).
     pub(crate) fn new(quic: quinn::Connection, outbound: bool, max_streams: u32) -> Arc<Self> {
         let fingerprint = quic
             .peer_identity()
@@ -97,7 +98,8 @@ impl Conn {
                     .ok()
             })
             .and_then(|chain| chain.first().map(|leaf| Arc::from(fingerprint(leaf))));
-        let conn = Arc::new(Conn {
+        Arc::new_cyclic(|me| Conn {
+            me: me.clone(),
             peer: Peer {
                 address: crate::config::canonical(quic.remote_address()),
                 fingerprint,
@@ -117,9 +119,7 @@ impl Conn {
             max_streams,
             channel_turns: Mutex::default(),
             writes: Arc::default(),
-        });
-        tokio::spawn(write_requests(Arc::downgrade(&conn), conn.writes.clone()));
-        conn
+        })
     }
 
     pub(crate) fn is_open(&self) -> bool {
@@ -175,10 +175,13 @@ impl Conn {
             self.open_and_write([head, payload]).await?
         } else {
             let (opened, opening) = tokio::sync::oneshot::channel();
-            self.writes.queue(QueuedRequest {
+            let first = self.writes.queue(QueuedRequest {
                 chunks: [head, payload],
                 opened,
             });
+            if first {
+                tokio::spawn(write_requests(self.me.clone(), self.writes.clone()));
+            }
             opening
                 .await
                 .map_err(|_| Error::ConnectionLost("the connection has closed".into()))??
@@ -400,18 +403,24 @@ impl Drop for Conn {
 struct Writes {
     queue: Mutex<Vec<QueuedRequest>>,
     ready: tokio::sync::Notify,
+    /// The writer task was started (idle connections, and those that never have two
+    /// requests in flight, have none).
+    started: std::sync::atomic::AtomicBool,
     /// The writer's turns that wrote something, and the requests they wrote.
     turns: AtomicU64,
     written: AtomicU64,
 }
 
 impl Writes {
-    fn queue(&self, request: QueuedRequest) {
+    /// Queues `request` for the writer; true the first time, when the writer must be
+    /// started.
+    fn queue(&self, request: QueuedRequest) -> bool {
         self.queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(request);
         self.ready.notify_one();
+        !self.started.swap(true, Ordering::AcqRel)
     }
 }
 
