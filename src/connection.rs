@@ -441,10 +441,15 @@ thread_local! {
 /// together.
 #[cfg(feature = "node")]
 pub(crate) fn in_one_turn<T>(start: impl FnOnce() -> T) -> T {
-    let before = IN_ONE_TURN.replace(true);
-    let started = start();
-    IN_ONE_TURN.set(before);
-    started
+    /// Puts the flag back however `start` ends.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            IN_ONE_TURN.set(self.0);
+        }
+    }
+    let _restore = Restore(IN_ONE_TURN.replace(true));
+    start()
 }
 
 /// Opens and writes requests for `conn`, each batch of them in one turn, until the
