@@ -76,7 +76,7 @@ export interface TransportOptions {
   serverName?: string
   /** Deadline for a handshake this transport starts (dialling), in ms. Default 5000. A listener waits for a handshake it accepted up to `maxIdleTimeoutMs` (or this, if longer). */
   connectTimeoutMs?: number
-  /** The round-trip time assumed until one is measured, in ms: a lost handshake packet is sent again after three times this, each later retry waiting twice as long. Default 100 (RFC 9002 suggests 333). */
+  /** The round-trip time assumed until one is measured, in ms: a lost handshake packet is sent again after three times this, each later retry waiting twice as long. Default 100 (RFC 9002 suggests 333), at most 10000. */
   initialRttMs?: number
   /** Default deadline of a request, in ms (also how long a listener waits for its handler). Default 30000. */
   requestTimeoutMs?: number

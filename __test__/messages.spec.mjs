@@ -1,7 +1,11 @@
 // One-way messages: send, sendBatch, onMessage, receive, ordering, pushes.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { createRequire } from 'node:module'
 import { listener, dialer, addrOf, closeAll, codeOf, eventually } from './helpers.mjs'
+
+// The raw binding under QuicTransport (binding.js), to count its calls.
+const { NativeTransport } = createRequire(import.meta.url)('../binding.js')
 
 test('1,000 messages on one channel arrive in order while another channel is busy', async () => {
   const server = await listener()
@@ -145,13 +149,26 @@ test('a burst of sends too large for one batch keeps call order; a sendBatch in 
   }
   // About 2.5 MB queued in one tick: submitted to Rust in several batches, each once
   // it reaches 256 KiB, but never in the middle of one call.
+  const submit = NativeTransport.prototype.submit
+  let submits = 0
+  NativeTransport.prototype.submit = function (...args) {
+    submits++
+    return submit.apply(this, args)
+  }
   const all = []
-  for (let i = 0; i < 1000; i++) all.push(client.send(addr, numbered(i)))
-  const refused = client.sendBatch(addr, [
-    ...Array.from({ length: 400 }, (_, i) => numbered(100_000 + i)),
-    { type: 'task', payload: Buffer.alloc(8192) },
-  ])
-  for (let i = 1000; i < 2000; i++) all.push(client.send(addr, numbered(i)))
+  let refused
+  try {
+    for (let i = 0; i < 1000; i++) all.push(client.send(addr, numbered(i)))
+    refused = client.sendBatch(addr, [
+      ...Array.from({ length: 400 }, (_, i) => numbered(100_000 + i)),
+      { type: 'task', payload: Buffer.alloc(8192) },
+    ])
+    for (let i = 1000; i < 2000; i++) all.push(client.send(addr, numbered(i)))
+  } finally {
+    NativeTransport.prototype.submit = submit
+  }
+  // 2,000 messages of about 1,070 bytes: at least 8 batches of 256 KiB in this tick.
+  assert.ok(submits >= 8, `${submits} submits`)
   assert.equal(await codeOf(refused), 'ERR_MESSAGE_TOO_LARGE')
   await Promise.all(all)
   assert.ok(await eventually(() => got.length >= 2000, { timeoutMs: 10000 }), `got ${got.length} of 2000`)

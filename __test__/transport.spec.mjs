@@ -24,6 +24,7 @@ test('bad options give ERR_INVALID_ARG naming the option', async () => {
     [{ connectTimeoutMs: -5 }, /connectTimeoutMs/],
     [{ connectTimeoutMs: 'soon' }, /connectTimeoutMs/],
     [{ initialRttMs: 0 }, /initialRttMs/],
+    [{ initialRttMs: 20000 }, /initialRttMs/],
     [{ maxConcurrentStreams: 0 }, /maxConcurrentStreams/],
     [{ maxMessageBytes: 1.5 }, /maxMessageBytes/],
     [{ listen: { port: 70000 } }, /listen\.port/],
@@ -131,19 +132,28 @@ test('bad arguments to calls give ERR_INVALID_ARG', async () => {
   await closeAll(server, client)
 })
 
-/** A UDP relay to `server` that drops each new client's first datagram (its first Initial). */
+/**
+ * A UDP relay to `server` that drops each new client's first datagram (its first
+ * Initial). A client from a new port takes over; earlier clients (still closing) are
+ * ignored.
+ */
 async function dropFirstDatagram(server) {
   const relay = dgram.createSocket('udp4')
   await new Promise((resolve) => relay.bind(0, '127.0.0.1', resolve))
   let client = null
+  const earlier = new Set()
   relay.on('message', (datagram, from) => {
     if (from.port === server.address.port) {
       if (client) relay.send(datagram, client.port, client.address)
       return
     }
-    const first = client?.port !== from.port
-    client = from
-    if (!first) relay.send(datagram, server.address.port, server.address.host)
+    if (client?.port !== from.port) {
+      if (earlier.has(from.port)) return
+      if (client) earlier.add(client.port)
+      client = from
+      return
+    }
+    relay.send(datagram, server.address.port, server.address.host)
   })
   return { addr: `127.0.0.1:${relay.address().port}`, close: () => relay.close() }
 }

@@ -21,6 +21,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// second after it was sent, and leaves only two retransmissions within the 5 s connect
 /// timeout (README, Performance: new connections under 20% packet loss).
 pub const DEFAULT_INITIAL_RTT: Duration = Duration::from_millis(100);
+/// The largest [`TransportConfig::initial_rtt`] accepted (a satellite path's RTT is
+/// about 600 ms).
+pub const MAX_INITIAL_RTT: Duration = Duration::from_secs(10);
 /// Default for [`TransportConfig::request_timeout`].
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for [`TransportConfig::max_idle_timeout`].
@@ -183,8 +186,16 @@ impl TryFrom<TransportOptions> for TransportConfig {
             server_name,
             connect_timeout: duration("connectTimeoutMs", options.connect_timeout_ms)?
                 .unwrap_or(defaults.connect_timeout),
-            initial_rtt: duration("initialRttMs", options.initial_rtt_ms)?
-                .unwrap_or(defaults.initial_rtt),
+            initial_rtt: match duration("initialRttMs", options.initial_rtt_ms)? {
+                // Longer would all but turn off the handshake's retransmissions.
+                Some(rtt) if rtt > MAX_INITIAL_RTT => {
+                    return Err(Error::invalid(
+                        "initialRttMs",
+                        format!("must be at most {} ms", MAX_INITIAL_RTT.as_millis()),
+                    ))
+                }
+                rtt => rtt.unwrap_or(defaults.initial_rtt),
+            },
             request_timeout: duration("requestTimeoutMs", options.request_timeout_ms)?
                 .unwrap_or(defaults.request_timeout),
             max_idle_timeout: duration("maxIdleTimeoutMs", options.max_idle_timeout_ms)?
@@ -294,6 +305,14 @@ mod tests {
         assert_eq!(config.listen, None);
         assert_eq!(config.max_concurrent_streams, 1000);
         assert_eq!(config.initial_rtt, DEFAULT_INITIAL_RTT);
+        let too_long = TransportConfig::try_from(TransportOptions {
+            initial_rtt_ms: Some(10_001.0),
+            ..TransportOptions::default()
+        });
+        assert!(
+            matches!(&too_long, Err(Error::InvalidArg { name, .. }) if name == "initialRttMs"),
+            "{too_long:?}"
+        );
         assert_eq!(config.max_message_bytes, 16 << 20);
         assert_eq!(config.server_name, "localhost");
     }

@@ -55,8 +55,9 @@ pub(crate) struct Conn {
     /// One lock per incoming channel name, held by the stream delivering it.
     channel_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Requests waiting for the connection's writer task ([`write_requests`]), started
-    /// when the first request is queued.
+    /// when the first request is queued, on the runtime the connection was made on.
     writes: Arc<Writes>,
+    runtime: Option<tokio::runtime::Handle>,
     me: std::sync::Weak<Conn>,
 }
 
@@ -119,6 +120,7 @@ impl Conn {
             max_streams,
             channel_turns: Mutex::default(),
             writes: Arc::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -180,11 +182,17 @@ impl Conn {
                 opened,
             });
             if first {
-                tokio::spawn(write_requests(self.me.clone(), self.writes.clone()));
+                let writer = write_requests(self.me.clone(), self.writes.clone());
+                match &self.runtime {
+                    Some(runtime) => drop(runtime.spawn(writer)),
+                    None => drop(tokio::spawn(writer)),
+                }
             }
-            opening
-                .await
-                .map_err(|_| Error::ConnectionLost("the connection has closed".into()))??
+            opening.await.map_err(|_| {
+                Error::ConnectionLost(
+                    "the runtime that writes this connection's requests has shut down".into(),
+                )
+            })??
         };
         if rest.iter().any(|chunk| !chunk.is_empty()) {
             match stream.send.write_all_chunks(&mut rest).await {
@@ -324,9 +332,12 @@ impl Conn {
     /// comes back only a round trip after the stream was opened (the reply's way there
     /// and its acknowledgement's way back), so such a peer opens a whole allowance at
     /// once as slots come back together. A peer making one request after another needs
-    /// a round trip per stream, longer than this for any allowance above 2.
+    /// a round trip per stream, longer than this for any allowance above 2 (on paths
+    /// where two round trips are over a millisecond).
     fn burst_window(&self) -> std::time::Duration {
-        self.quic.rtt() * 2
+        // At least a millisecond: on loopback two round trips are tens of microseconds,
+        // less than a handler answering the streams in turn may take.
+        (self.quic.rtt() * 2).max(std::time::Duration::from_millis(1))
     }
 
     /// Before closing: tells the peer how many channel streams this side opened and
@@ -453,7 +464,7 @@ pub(crate) fn in_one_turn<T>(start: impl FnOnce() -> T) -> T {
 }
 
 /// Opens and writes requests for `conn`, each batch of them in one turn, until the
-/// connection is gone.
+/// `Conn` is dropped.
 ///
 /// Writing to a stream wakes quinn's connection driver, and on tokio's multi-thread
 /// runtime the woken driver runs right after the task that woke it: requests written by
@@ -462,6 +473,17 @@ pub(crate) fn in_one_turn<T>(start: impl FnOnce() -> T) -> T {
 /// task that is ready run (and queue its request), then writes all that are queued, so
 /// that quinn sends them together.
 async fn write_requests(conn: std::sync::Weak<Conn>, writes: Arc<Writes>) {
+    /// However the writer ends (its runtime shutting down too), what is still queued
+    /// fails at once rather than at its timeout, and a later request starts a new one.
+    struct Stopped(Arc<Writes>);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            let mut queue = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
+            self.0.started.store(false, Ordering::Release);
+            drop(std::mem::take(&mut *queue));
+        }
+    }
+    let _stopped = Stopped(writes.clone());
     loop {
         writes.ready.notified().await;
         tokio::task::yield_now().await;
@@ -473,14 +495,16 @@ async fn write_requests(conn: std::sync::Weak<Conn>, writes: Arc<Writes>) {
                 .written
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
-        for request in batch {
-            // A requester that gave up while queued gets no stream.
-            if request.opened.is_closed() {
-                continue;
-            }
-            let opened = conn.open_and_write(request.chunks).await;
-            // A requester that gave up meanwhile drops the stream, which resets it.
-            let _ = request.opened.send(opened);
+        for QueuedRequest { chunks, mut opened } in batch {
+            // A requester that gave up gets no stream, and does not hold up the others
+            // while the peer's stream allowance is used up.
+            let written = tokio::select! {
+                biased;
+                () = opened.closed() => continue,
+                written = conn.open_and_write(chunks) => written,
+            };
+            // A requester that gave up just now drops the stream, which resets it.
+            let _ = opened.send(written);
         }
     }
 }

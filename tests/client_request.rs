@@ -224,13 +224,16 @@ async fn a_port_with_no_listener_gives_connect_within_the_timeout() {
 /// long, or drop it (None).
 type Uplink = fn(usize) -> Option<Duration>;
 
-/// Relays datagrams between a client and `server` (the latest client to send); the
-/// client's go as `uplink` says, the server's go straight back.
+/// Relays datagrams between a client and `server`; the client's go as `uplink` says,
+/// the server's go straight back. A client from a new address takes over (the count
+/// starts again); datagrams from earlier clients (still closing) are dropped.
 async fn relay(server: std::net::SocketAddr, uplink: Uplink) -> std::net::SocketAddr {
     let relay = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let addr = relay.local_addr().unwrap();
     tokio::spawn(async move {
-        let (mut client, mut sent) = (None, 0);
+        let mut client: Option<std::net::SocketAddr> = None;
+        let mut earlier = std::collections::HashSet::new();
+        let mut sent = 0;
         let mut buf = vec![0u8; 65536];
         loop {
             let Ok((n, from)) = relay.recv_from(&mut buf).await else {
@@ -243,8 +246,13 @@ async fn relay(server: std::net::SocketAddr, uplink: Uplink) -> std::net::Socket
                 }
                 continue;
             }
-            // A new client (another port) starts the count again.
-            if client.replace(from) != Some(from) {
+            if client != Some(from) {
+                if earlier.contains(&from) {
+                    continue;
+                }
+                if let Some(previous) = client.replace(from) {
+                    earlier.insert(previous);
+                }
                 sent = 0;
             }
             sent += 1;
