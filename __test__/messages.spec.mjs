@@ -34,6 +34,26 @@ test('1,000 messages on one channel arrive in order while another channel is bus
   await closeAll(server, client)
 })
 
+test('sends of one tick to several channels keep each channel in order; no streamId is the default channel', async () => {
+  const server = await listener()
+  const got = { default: [], other: [] }
+  server.onMessage((msg) => got[msg.streamId].push(msg.payload))
+  const client = await dialer(server)
+  const addr = addrOf(server)
+  // One batch, switching channel at every message: unnamed, 'default' by name, 'other'.
+  const sent = []
+  for (let i = 0; i < 300; i++) {
+    const streamId = [undefined, 'default', 'other'][i % 3]
+    sent.push(client.send(addr, { type: 'task', payload: i, ...(streamId && { streamId }) }))
+  }
+  await Promise.all(sent)
+  assert.ok(await eventually(() => got.default.length + got.other.length === 300), JSON.stringify(got))
+  const expected = (keep) => Array.from({ length: 300 }, (_, i) => i).filter((i) => keep(i % 3))
+  assert.deepEqual(got.default, expected((r) => r !== 2))
+  assert.deepEqual(got.other, expected((r) => r === 2))
+  await closeAll(server, client)
+})
+
 test('sendBatch keeps order and is refused whole when one member is too large', async () => {
   const server = await listener()
   const got = []

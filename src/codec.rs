@@ -191,12 +191,37 @@ pub async fn expect_end<R: AsyncRead + Unpin>(reader: &mut R) -> Result<(), Erro
 #[derive(Debug)]
 pub(crate) struct TakenFrame {
     pub(crate) kind: FrameKind,
-    /// The decoded message; its payload is a slice of the buffer (no copy).
-    pub(crate) message: Message,
     /// The frame's header and fields as they are on the wire (a slice of the buffer).
     pub(crate) head: Bytes,
+    /// The payload: a slice of the buffer, or the detached payload (no copy).
+    pub(crate) payload: Bytes,
+    /// The `streamId` field, empty when none was set (the only field most commands need
+    /// apart from the frame as it is: the others are checked, not copied).
+    pub(crate) channel: String,
     /// Bytes the frame occupies in the buffer.
     pub(crate) len: usize,
+}
+
+#[cfg_attr(not(feature = "node"), allow(dead_code))] // used by the Node binding
+impl TakenFrame {
+    /// The whole message, its fields copied out of the head.
+    ///
+    /// # Errors
+    /// None in practice: the fields were checked when the frame was taken.
+    pub(crate) fn into_message(self) -> Result<Message, Error> {
+        let json = self.head[2] & FLAG_JSON != 0;
+        let fields = Fields::parse(&self.head[HEADER_LEN..])?;
+        Ok(Message {
+            channel: self.channel,
+            payload: self.payload,
+            encoding: if json {
+                Encoding::Json
+            } else {
+                Encoding::Binary
+            },
+            ..fields.to_message()
+        })
+    }
 }
 
 /// Decodes the frame that starts at `at` in `buf`, without copying its payload. With
@@ -217,7 +242,7 @@ pub(crate) fn take_frame(
         .get(..HEADER_LEN)
         .and_then(|h| h.try_into().ok())
         .ok_or_else(|| Error::Protocol("frame shorter than its header".into()))?;
-    let (kind, json, fields_len, payload_len) = parse_header(header)?;
+    let (kind, _, fields_len, payload_len) = parse_header(header)?;
     let size = fields_len as u64 + payload_len as u64;
     if size > limit {
         return Err(Error::MessageTooLarge { size, limit });
@@ -234,8 +259,9 @@ pub(crate) fn take_frame(
             "frame runs past the end of its buffer".into(),
         ));
     }
-    let mut message = parse_fields(&rest[HEADER_LEN..fields_end])?;
-    message.payload = match detached {
+    let fields = Fields::parse(&rest[HEADER_LEN..fields_end])?;
+    let channel = fields.channel.to_owned();
+    let payload = match detached {
         Some(payload) if payload.len() as u64 == payload_len as u64 => payload,
         Some(payload) => {
             return Err(Error::Protocol(format!(
@@ -245,15 +271,11 @@ pub(crate) fn take_frame(
         }
         None => buf.slice(at + fields_end..at + end),
     };
-    message.encoding = if json {
-        Encoding::Json
-    } else {
-        Encoding::Binary
-    };
     Ok(TakenFrame {
         kind,
-        message,
         head: buf.slice(at..at + fields_end),
+        payload,
+        channel,
         len: end,
     })
 }
@@ -306,24 +328,48 @@ fn parse_header(header: &[u8; HEADER_LEN]) -> Result<(FrameKind, bool, u32, u32)
     Ok((kind, header[2] & FLAG_JSON != 0, fields_len, payload_len))
 }
 
-fn parse_fields(mut fields: &[u8]) -> Result<Message, Error> {
-    let id = take_text(&mut fields, 2, "id")?;
-    let kind = take_text(&mut fields, 2, "type")?;
-    let channel = take_text(&mut fields, 2, "streamId")?;
-    let metadata = take(&mut fields, 4, "metadata")?;
-    if !fields.is_empty() {
-        return Err(Error::Protocol(format!(
-            "{} stray bytes after the fields",
-            fields.len()
-        )));
+fn parse_fields(fields: &[u8]) -> Result<Message, Error> {
+    Fields::parse(fields).map(|f| f.to_message())
+}
+
+/// A frame's fields, checked, as views of its bytes.
+struct Fields<'a> {
+    id: &'a str,
+    kind: &'a str,
+    channel: &'a str,
+    metadata: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn parse(mut fields: &'a [u8]) -> Result<Self, Error> {
+        let id = take_text(&mut fields, 2, "id")?;
+        let kind = take_text(&mut fields, 2, "type")?;
+        let channel = take_text(&mut fields, 2, "streamId")?;
+        let metadata = take(&mut fields, 4, "metadata")?;
+        if !fields.is_empty() {
+            return Err(Error::Protocol(format!(
+                "{} stray bytes after the fields",
+                fields.len()
+            )));
+        }
+        Ok(Fields {
+            id,
+            kind,
+            channel,
+            metadata,
+        })
     }
-    Ok(Message {
-        id,
-        kind,
-        channel,
-        metadata: (!metadata.is_empty()).then(|| Bytes::copy_from_slice(metadata)),
-        ..Message::default()
-    })
+
+    /// A message with these fields (and no payload).
+    fn to_message(&self) -> Message {
+        Message {
+            id: self.id.to_owned(),
+            kind: self.kind.to_owned(),
+            channel: self.channel.to_owned(),
+            metadata: (!self.metadata.is_empty()).then(|| Bytes::copy_from_slice(self.metadata)),
+            ..Message::default()
+        }
+    }
 }
 
 fn take<'a>(input: &mut &'a [u8], len_bytes: usize, name: &str) -> Result<&'a [u8], Error> {
@@ -344,10 +390,9 @@ fn take<'a>(input: &mut &'a [u8], len_bytes: usize, name: &str) -> Result<&'a [u
     Ok(value)
 }
 
-fn take_text(input: &mut &[u8], len_bytes: usize, name: &str) -> Result<String, Error> {
+fn take_text<'a>(input: &mut &'a [u8], len_bytes: usize, name: &str) -> Result<&'a str, Error> {
     let bytes = take(input, len_bytes, name)?;
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| Error::Protocol(format!("{name} is not valid UTF-8")))
+    std::str::from_utf8(bytes).map_err(|_| Error::Protocol(format!("{name} is not valid UTF-8")))
 }
 
 fn io_error(err: std::io::Error) -> Error {
@@ -434,13 +479,16 @@ mod tests {
         buf.extend(encode_to_vec(FrameKind::Message, &second, 1 << 20).unwrap());
         let buf = Bytes::from(buf);
         let first = take_frame(&buf, 2, 1 << 20, None).unwrap();
+        let first_len = first.len;
+        assert_eq!(first.channel, "jobs");
         assert_eq!(
-            (first.kind, &first.message),
-            (FrameKind::Request, &sample())
+            (first.kind, first.into_message().unwrap()),
+            (FrameKind::Request, sample())
         );
-        let next = take_frame(&buf, 2 + first.len, 1 << 20, None).unwrap();
-        assert_eq!(next.message, second);
-        assert_eq!(2 + first.len + next.len, buf.len());
+        let next = take_frame(&buf, 2 + first_len, 1 << 20, None).unwrap();
+        assert_eq!(next.channel, "");
+        assert_eq!(2 + first_len + next.len, buf.len());
+        assert_eq!(next.into_message().unwrap(), second);
         assert!(take_frame(&buf, 3, 1 << 20, None).is_err());
         assert_eq!(
             take_frame(&buf, 2, 10, None).unwrap_err().code(),
@@ -456,9 +504,9 @@ mod tests {
         buf.push(0xee); // the next record
         let buf = Bytes::from(buf);
         let taken = take_frame(&buf, 0, 1 << 20, Some(payload.clone())).unwrap();
-        assert_eq!(taken.message, message);
         assert_eq!(taken.len, head.len());
-        assert_eq!(taken.message.payload.as_ptr(), payload.as_ptr(), "copied");
+        assert_eq!(taken.payload.as_ptr(), payload.as_ptr(), "copied");
+        assert_eq!(taken.into_message().unwrap(), message);
         let short = payload.slice(1..);
         assert_eq!(
             take_frame(&buf, 0, 1 << 20, Some(short))

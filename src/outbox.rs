@@ -33,6 +33,7 @@ pub(crate) type Completion = Box<dyn FnOnce(Result<(), Error>) + Send>;
 
 /// One encoded message for a channel, and who to tell when QUIC has taken it.
 pub(crate) struct OutgoingFrame {
+    /// The channel's name; empty also names [`crate::DEFAULT_CHANNEL`].
     pub(crate) channel: String,
     pub(crate) head: Bytes,
     pub(crate) payload: Bytes,
@@ -101,6 +102,8 @@ impl Outbox {
         frames: Vec<OutgoingFrame>,
     ) {
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        // The previous frame's channel and writer: consecutive frames mostly share one.
+        let mut last: Option<(String, mpsc::UnboundedSender<Outgoing>)> = None;
         for OutgoingFrame {
             channel,
             head,
@@ -108,14 +111,25 @@ impl Outbox {
             done,
         } in frames
         {
-            let key = (addr, channel);
-            let writer = writers.entry(key.clone()).or_insert_with(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                endpoint
-                    .writers
-                    .spawn(run_writer(endpoint.clone(), key.clone(), rx));
-                tx
-            });
+            let name = match channel.is_empty() {
+                true => crate::DEFAULT_CHANNEL,
+                false => &channel,
+            };
+            let writer = match last.take() {
+                Some((seen, writer)) if seen == name => (seen, writer),
+                _ => {
+                    let key = (addr, name.to_owned());
+                    let writer = writers.entry(key.clone()).or_insert_with(|| {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        endpoint
+                            .writers
+                            .spawn(run_writer(endpoint.clone(), key.clone(), rx));
+                        tx
+                    });
+                    (key.1, writer.clone())
+                }
+            };
+            let writer = &last.insert(writer).1;
             // A writer only exits after removing itself under this lock, or at shutdown;
             // then the message comes back here and is failed as closed.
             if let Err(mpsc::error::SendError(outgoing)) = writer.send(Outgoing {

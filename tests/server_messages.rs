@@ -11,12 +11,29 @@ use std::time::Duration;
 use agentic_flow_quic::{Message, QuicClient};
 use common::*;
 
-#[tokio::test]
-async fn a_thousand_messages_arrive_in_order_while_another_channel_is_busy() {
-    let recorder = Recorder {
+/// The payloads that arrived on `channel`, in order.
+fn payloads_on(recorder: &Recorder, channel: &str) -> Vec<bytes::Bytes> {
+    recorder
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, _)| m.channel_name() == channel)
+        .map(|(m, _)| m.payload.clone())
+        .collect()
+}
+
+/// A server whose `bulk` channel is stuck in its handler for 200 ms per message.
+fn slow_bulk() -> Recorder {
+    Recorder {
         slow_channel: Some(("bulk".into(), Duration::from_millis(200))),
         ..Recorder::default()
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_messages_arrive_in_order_while_another_channel_is_busy() {
+    let recorder = slow_bulk();
     let server = server(recorder.clone());
     let client = client_for(&server);
     let addr = server.local_addr();
@@ -40,16 +57,7 @@ async fn a_thousand_messages_arrive_in_order_while_another_channel_is_busy() {
     for sent in ordered {
         sent.await.unwrap();
     }
-    let arrived = |channel: &str| {
-        recorder
-            .messages
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(m, _)| m.channel_name() == channel)
-            .map(|(m, _)| m.payload.clone())
-            .collect::<Vec<_>>()
-    };
+    let arrived = |channel: &str| payloads_on(&recorder, channel);
     assert!(eventually(Duration::from_secs(10), || arrived("jobs").len() == 1000).await);
     let jobs = arrived("jobs");
     for (i, payload) in jobs.iter().enumerate() {
@@ -65,6 +73,44 @@ async fn a_thousand_messages_arrive_in_order_while_another_channel_is_busy() {
         "the bulk channel was still busy ({bulk_done} of 20 done)"
     );
     drop(bulk);
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn one_batch_across_channels_keeps_them_independent_and_each_in_order() {
+    let recorder = slow_bulk();
+    let server = server(recorder.clone());
+    let client = client_for(&server);
+    let addr = server.local_addr();
+    // One call whose channel changes at every message: bulk (stuck 200 ms in the
+    // handler per message), the default channel unnamed, and by its name.
+    let batch = (0..300u32)
+        .map(|i| {
+            let message = Message::binary("task", i.to_be_bytes().to_vec());
+            match i % 3 {
+                0 => message.with_channel("bulk"),
+                1 => message,
+                _ => message.with_channel(agentic_flow_quic::DEFAULT_CHANNEL),
+            }
+        })
+        .collect();
+    client.send_batch(addr, batch).await.unwrap();
+    let arrived = |channel: &str| {
+        payloads_on(&recorder, channel)
+            .iter()
+            .map(|p| u32::from_be_bytes(p[..].try_into().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    assert!(eventually(Duration::from_secs(10), || arrived("default").len() == 200).await);
+    // Named or not, the default channel is one stream, in the order of the batch.
+    let expected: Vec<u32> = (0..300).filter(|i| i % 3 != 0).collect();
+    assert_eq!(arrived("default"), expected);
+    let bulk_done = arrived("bulk").len();
+    assert!(
+        bulk_done < 100,
+        "the default channel waited for the bulk channel ({bulk_done} of 100 done)"
+    );
     client.close().await;
     server.close().await;
 }

@@ -30,12 +30,13 @@ pub(crate) enum Command {
         token: u32,
         cancellable: bool,
         timeout_ms: u32,
-        addr: Result<String, Error>,
+        /// The address as JS wrote it (UTF-8 not yet checked): a slice of the batch.
+        addr: Bytes,
         frame: Result<TakenFrame, Error>,
     },
     Send {
         token: u32,
-        addr: Result<String, Error>,
+        addr: Bytes,
         frame: Result<TakenFrame, Error>,
     },
     Respond {
@@ -83,13 +84,15 @@ impl Commands {
         self.bytes::<4>().map(u32::from_be_bytes)
     }
 
-    fn text(&mut self) -> Result<Result<String, Error>, Error> {
+    /// A length-prefixed text field, as a slice of the batch (no copy).
+    fn text(&mut self) -> Result<Bytes, Error> {
         let len = u16::from_be_bytes(self.bytes::<2>()?) as usize;
-        let raw = self.buf.get(self.at..self.at + len).ok_or_else(truncated)?;
+        if self.buf.len() - self.at < len {
+            return Err(truncated());
+        }
+        let raw = self.buf.slice(self.at..self.at + len);
         self.at += len;
-        Ok(std::str::from_utf8(raw)
-            .map(str::to_owned)
-            .map_err(|_| Error::invalid("addr", "not UTF-8")))
+        Ok(raw)
     }
 
     /// The frame at the cursor, expected of `kind`. A frame that is malformed stops the
@@ -112,8 +115,7 @@ impl Commands {
         match codec::take_frame(&self.buf, self.at, u64::MAX, payload) {
             Ok(taken) => {
                 self.at += taken.len;
-                let size =
-                    (taken.head.len() - codec::HEADER_LEN + taken.message.payload.len()) as u64;
+                let size = (taken.head.len() - codec::HEADER_LEN + taken.payload.len()) as u64;
                 if !kinds.contains(&taken.kind) {
                     Ok(Err(Error::Protocol(format!(
                         "unexpected {:?} frame",

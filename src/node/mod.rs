@@ -225,6 +225,21 @@ impl NativeTransport {
         within_runtime_if_available(|| {
             // Consecutive sends to one address are queued together, in order.
             let mut sends: Option<(SocketAddr, Vec<OutgoingFrame>)> = None;
+            // The address of the previous command, as written and resolved: a batch's
+            // commands mostly go to one peer.
+            let mut last: Option<(Bytes, SocketAddr)> = None;
+            let mut resolve = |raw: Bytes| -> Result<SocketAddr, Error> {
+                if let Some((seen, addr)) = &last {
+                    if *seen == raw {
+                        return Ok(*addr);
+                    }
+                }
+                let text =
+                    std::str::from_utf8(&raw).map_err(|_| Error::invalid("addr", "not UTF-8"))?;
+                let addr = self.resolve(text)?;
+                last = Some((raw, addr));
+                Ok(addr)
+            };
             // Requests to start and replies to write, in order, on the runtime.
             let mut work: Vec<BoxFuture<()>> = Vec::new();
             for command in commands {
@@ -236,9 +251,7 @@ impl NativeTransport {
                         addr,
                         frame,
                     } => {
-                        let prepared = addr
-                            .and_then(|a| self.resolve(&a))
-                            .and_then(|a| frame.map(|f| (a, f)));
+                        let prepared = resolve(addr).and_then(|a| frame.map(|f| (a, f)));
                         match prepared {
                             Ok((addr, frame)) => work.push(self.request_task(
                                 token,
@@ -251,9 +264,7 @@ impl NativeTransport {
                         }
                     }
                     Command::Send { token, addr, frame } => {
-                        let prepared = addr
-                            .and_then(|a| self.resolve(&a))
-                            .and_then(|a| frame.map(|f| (a, f)));
+                        let prepared = resolve(addr).and_then(|a| frame.map(|f| (a, f)));
                         match prepared {
                             Ok((addr, frame)) => {
                                 if sends.as_ref().is_some_and(|(a, _)| *a != addr) {
@@ -261,9 +272,10 @@ impl NativeTransport {
                                 }
                                 let events = self.events.clone();
                                 let outgoing = OutgoingFrame {
-                                    channel: frame.message.channel_name().to_owned(),
+                                    // Empty for the default channel (the outbox's key).
+                                    channel: frame.channel,
                                     head: frame.head,
-                                    payload: frame.message.payload,
+                                    payload: frame.payload,
                                     done: Box::new(move |result| events.sent(token, result)),
                                 };
                                 sends
@@ -276,8 +288,10 @@ impl NativeTransport {
                     }
                     Command::Respond { token, frame } => {
                         let reply = match frame {
-                            Ok(f) if f.kind == FrameKind::Response => Ok(f.message),
-                            Ok(f) => Err(String::from_utf8_lossy(&f.message.payload).into_owned()),
+                            Ok(f) if f.kind == FrameKind::Response => {
+                                f.into_message().map_err(|e| e.to_string())
+                            }
+                            Ok(f) => Err(String::from_utf8_lossy(&f.payload).into_owned()),
                             Err(e) => Err(e.to_string()),
                         };
                         let handler = self.handler.clone();
@@ -298,9 +312,9 @@ impl NativeTransport {
     pub fn loopback(&self, batch: &[u8], detached: Option<Vec<BufferSlice>>) -> napi::Result<()> {
         for command in commands(batch, detached, u64::MAX) {
             match command.map_err(to_js)? {
-                Command::Request { token, frame, .. } => {
-                    self.events.reply(token, frame.map(|f| f.message))
-                }
+                Command::Request { token, frame, .. } => self
+                    .events
+                    .reply(token, frame.and_then(|f| f.into_message())),
                 Command::Send { token, .. } => self.events.sent(token, Ok(())),
                 Command::Respond { .. } => {}
             }
@@ -463,8 +477,7 @@ impl NativeTransport {
         });
         let cancels = self.cancels.clone();
         Box::pin(async move {
-            let exchange =
-                endpoint.request_encoded(addr, frame.head, frame.message.payload, timeout);
+            let exchange = endpoint.request_encoded(addr, frame.head, frame.payload, timeout);
             let reply = match cancelled {
                 Some(rx) => {
                     let reply = tokio::select! {
