@@ -6,7 +6,6 @@
 // batches Rust sends back, maps failures to `QuicTransportError`s with a stable `code`,
 // wires AbortSignal, and decides when the transport keeps the Node process alive.
 
-const { randomBytes } = require('node:crypto')
 const { BatchWriter, Command, Kind, readEvents } = require('./wire.js')
 
 const { NativeTransport, generateCertificate: nativeGenerateCertificate } = loadBinding()
@@ -178,9 +177,6 @@ function encodeMetadata(metadata, name, field) {
 }
 
 // Ids for messages that have none: a random prefix per process, then a counter.
-const ID_PREFIX = randomBytes(8).toString('hex')
-let idCounter = 0
-const nextId = () => `${ID_PREFIX}-${(idCounter++).toString(16)}`
 
 /** An AgentMessage as the parts of a frame: { id, type, streamId, text | data, metadata }. */
 function prepareMessage(msg, name) {
@@ -190,7 +186,8 @@ function prepareMessage(msg, name) {
   }
   const { text, data } = encodePayload(msg.payload, name, '.payload')
   return {
-    id: optionalString(msg.id, name, '.id') || nextId(),
+    // Without one, the writer generates it in the batch (wire.js, writeId).
+    id: optionalString(msg.id, name, '.id') || undefined,
     type: msg.type,
     streamId: optionalString(msg.streamId, name, '.streamId') || '',
     text,

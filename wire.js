@@ -3,6 +3,8 @@
 // submits (src/node/commands.rs) and the event batches Rust delivers
 // (src/node/events.rs). All integers are big-endian.
 
+const { randomBytes } = require('node:crypto')
+
 const VERSION = 1
 const HEADER = 12
 const FLAG_JSON = 1
@@ -25,6 +27,26 @@ const KEEP_AT_MOST = 4 * 1024 * 1024
 // when they are ASCII: for short strings a loop here costs less than `Buffer.write`'s
 // call into C++, which was 12% of the JS thread's time in the `oneway` benchmark.
 const SHORT_TEXT = 64
+
+// Ids of messages sent without one: this process's random prefix, a dash, and a counter
+// in hex, written straight into the batch (no string per message).
+const ID_PREFIX = Buffer.from(`${randomBytes(8).toString('hex')}-`, 'latin1')
+const HEX = Buffer.from('0123456789abcdef', 'latin1')
+let idCounter = 0
+
+// Integers are written byte by byte: the callers have made room already (`ensure`), so
+// Buffer's range-checked writeUInt16BE/writeUInt32BE only cost time here.
+function put16(buf, at, value) {
+  buf[at] = value >>> 8
+  buf[at + 1] = value
+}
+
+function put32(buf, at, value) {
+  buf[at] = value >>> 24
+  buf[at + 1] = value >>> 16
+  buf[at + 2] = value >>> 8
+  buf[at + 3] = value
+}
 
 /** Writes `text` at `at` if it is all ASCII and returns its length, else -1. */
 function writeAscii(buf, text, at) {
@@ -73,7 +95,7 @@ class BatchWriter {
   }
 
   u32(value) {
-    this.buf.writeUInt32BE(value, this.len)
+    put32(this.buf, this.len, value)
     this.len += 4
   }
 
@@ -85,14 +107,30 @@ class BatchWriter {
     let written = text.length <= SHORT_TEXT ? writeAscii(buf, text, at + 2) : -1
     if (written < 0) written = buf.write(text, at + 2, 'utf8')
     if (written > 0xffff) throw new RangeError(`${name} is longer than 65535 bytes`)
-    buf.writeUInt16BE(written, at)
+    put16(buf, at, written)
     this.len = at + 2 + written
   }
 
+  /** A generated id (see ID_PREFIX), u16-length-prefixed like `text16`. */
+  generatedId() {
+    const n = idCounter++
+    let digits = 1
+    for (let v = n; v >= 16; v = Math.floor(v / 16)) digits++
+    const len = ID_PREFIX.length + digits
+    this.ensure(2 + len)
+    const buf = this.buf
+    const at = this.len
+    put16(buf, at, len)
+    for (let i = 0; i < ID_PREFIX.length; i++) buf[at + 2 + i] = ID_PREFIX[i]
+    const end = at + 2 + len
+    for (let i = 1, v = n; i <= digits; i++, v = Math.floor(v / 16)) buf[end - i] = HEX[v % 16]
+    this.len = end
+  }
+
   /**
-   * Appends a wire frame for `m` ({ id, type, streamId, text | data, metadata }) to the
-   * command that starts at `commandAt`, and returns its size as `maxMessageBytes` counts
-   * it (fields plus payload).
+   * Appends a wire frame for `m` ({ id, type, streamId, text | data, metadata }; without
+   * an id, a generated one) to the command that starts at `commandAt`, and returns its
+   * size as `maxMessageBytes` counts it (fields plus payload).
    */
   frame(kind, m, commandAt) {
     const json = m.data === undefined
@@ -105,7 +143,8 @@ class BatchWriter {
     buf[start + 2] = json ? FLAG_JSON : 0
     buf[start + 3] = 0
     this.len = start + HEADER
-    this.text16(m.id, 'id')
+    if (m.id === undefined) this.generatedId()
+    else this.text16(m.id, 'id')
     this.text16(m.type, 'type')
     this.text16(m.streamId || '', 'streamId')
     const metadata = m.metadata || ''
@@ -113,7 +152,7 @@ class BatchWriter {
     const out = this.buf
     const metaAt = this.len
     const metaLen = metadata.length === 0 ? 0 : out.write(metadata, metaAt + 4, 'utf8')
-    out.writeUInt32BE(metaLen, metaAt)
+    put32(out, metaAt, metaLen)
     this.len = metaAt + 4 + metaLen
     const fieldsLen = this.len - start - HEADER
     let payloadLen
@@ -130,8 +169,9 @@ class BatchWriter {
       payloadLen = m.data.length
       this.len += payloadLen
     }
-    out.writeUInt32BE(fieldsLen, start + 4)
-    out.writeUInt32BE(payloadLen, start + 8)
+    if (payloadLen > 0xffffffff) throw new RangeError(`payload of ${payloadLen} bytes does not fit a frame (at most 4 GiB - 1)`)
+    put32(out, start + 4, fieldsLen)
+    put32(out, start + 8, payloadLen)
     return fieldsLen + payloadLen
   }
 

@@ -35,6 +35,16 @@ test('a request gets its reply: JSON equal, binary byte-exact, metadata and ids 
 
   const u8 = await client.request(addr, { type: 'bin', payload: new Uint8Array([1, 2, 3]) })
   assert.deepEqual([...u8.payload], [1, 2, 3])
+
+  // Generated ids: this process's random prefix and a counter, distinct per message
+  // (and an explicit empty id counts as none).
+  const replies = await Promise.all(
+    Array.from({ length: 40 }, (_, i) => client.request(addr, { type: 'bin', payload: Buffer.from([i]), ...(i % 2 && { id: '' }) })),
+  )
+  const ids = [bin.id, u8.id, ...replies.map((r) => r.id)]
+  for (const id of ids) assert.match(id, /^[0-9a-f]{16}-[0-9a-f]+$/)
+  assert.equal(new Set(ids).size, ids.length, 'generated ids repeat')
+  assert.equal(new Set(ids.map((id) => id.split('-')[0])).size, 1, 'one prefix per process')
   await closeAll(server, client)
 })
 
