@@ -472,18 +472,35 @@ pub(crate) fn in_one_turn<T>(start: impl FnOnce() -> T) -> T {
 /// request at 64 in flight, `bash bench/core-runtime.sh`). The writer first lets every
 /// task that is ready run (and queue its request), then writes all that are queued, so
 /// that quinn sends them together.
-async fn write_requests(conn: std::sync::Weak<Conn>, writes: Arc<Writes>) {
-    /// However the writer ends (its runtime shutting down too), what is still queued
-    /// fails at once rather than at its timeout, and a later request starts a new one.
-    struct Stopped(Arc<Writes>);
-    impl Drop for Stopped {
-        fn drop(&mut self) {
-            let mut queue = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
-            self.0.started.store(false, Ordering::Release);
-            drop(std::mem::take(&mut *queue));
-        }
+///
+/// The writer's [`Stopped`] guard is made before its future is, so that however the
+/// future ends, even dropped before it first ran (spawned on a runtime that has shut
+/// down), what is still queued fails at once rather than at its timeout.
+fn write_requests(
+    conn: std::sync::Weak<Conn>,
+    writes: Arc<Writes>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let stopped = Stopped(writes.clone());
+    async move {
+        let _stopped = stopped;
+        write_queued(conn, writes).await
     }
-    let _stopped = Stopped(writes.clone());
+}
+
+/// Ends a connection's writer: what is still queued fails (its requesters' channels are
+/// dropped), and the next request queued starts a new writer.
+struct Stopped(Arc<Writes>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let mut queue = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
+        self.0.started.store(false, Ordering::Release);
+        drop(std::mem::take(&mut *queue));
+    }
+}
+
+/// The writer's loop (see [`write_requests`]).
+async fn write_queued(conn: std::sync::Weak<Conn>, writes: Arc<Writes>) {
     loop {
         writes.ready.notified().await;
         tokio::task::yield_now().await;
@@ -772,6 +789,37 @@ mod tests {
         fn message(&self, _message: Message, _peer: Peer) -> BoxFuture<()> {
             Box::pin(async {})
         }
+    }
+
+    #[test]
+    fn a_writer_that_never_runs_still_fails_what_is_queued() {
+        use super::{write_requests, QueuedRequest, Writes};
+        // Spawned on a runtime that has shut down, the writer is dropped unpolled.
+        let gone = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let handle = gone.handle().clone();
+        drop(gone);
+        let writes = std::sync::Arc::<Writes>::default();
+        let (opened, mut opening) = tokio::sync::oneshot::channel();
+        let chunks = [bytes::Bytes::new(), bytes::Bytes::new()];
+        assert!(
+            writes.queue(QueuedRequest { chunks, opened }),
+            "the first starts a writer"
+        );
+        drop(handle.spawn(write_requests(std::sync::Weak::new(), writes.clone())));
+        assert!(
+            matches!(
+                opening.try_recv(),
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+            ),
+            "the queued request still waits"
+        );
+        assert!(writes.queue.lock().unwrap().is_empty());
+        // And the next request queued starts a new writer.
+        let (opened, _opening) = tokio::sync::oneshot::channel();
+        let chunks = [bytes::Bytes::new(), bytes::Bytes::new()];
+        assert!(writes.queue(QueuedRequest { chunks, opened }));
     }
 
     /// How many requests the writer wrote per turn, for 64 tasks making 2,048 requests
