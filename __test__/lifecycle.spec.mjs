@@ -89,6 +89,37 @@ test('a worker thread that uses the addon can be terminated', async () => {
   await closeAll(server, client)
 })
 
+test('a worker thread may exit while its transport is still closing', async () => {
+  // The transport's close() removes its exit hook at once; what wakes JS must still be
+  // closed with the worker's environment, or a runtime thread wakes freed memory later.
+  const server = await listener()
+  server.onRequest((m) => m.payload)
+  for (let round = 0; round < 5; round++) {
+    const worker = new Worker(
+      `
+      const { workerData } = require('node:worker_threads')
+      const { QuicTransport } = require(workerData.indexPath)
+      ;(async () => {
+        const t = await QuicTransport.create({ tls: { pinnedFingerprints: [workerData.pin] } })
+        await t.request(workerData.addr, { type: 'task', payload: 'x' })
+        for (let i = 0; i < 20; i++) t.request(workerData.addr, { type: 'task', payload: i }).catch(() => {})
+        t.close()
+        process.exit(0)
+      })()
+    `,
+      { eval: true, workerData: { indexPath, addr: addrOf(server), pin: server.fingerprint } },
+    )
+    const code = await new Promise((resolve, reject) => {
+      worker.once('exit', resolve)
+      worker.once('error', reject)
+    })
+    assert.equal(code, 0)
+  }
+  const client = await dialer(server)
+  assert.equal((await client.request(addrOf(server), { type: 'task', payload: 'after' })).payload, 'after')
+  await closeAll(server, client)
+})
+
 test('maxIdleTimeoutMs evicts an idle connection; keepAliveMs keeps it', async () => {
   const server = await listener({ maxIdleTimeoutMs: 200 })
   server.onRequest(() => 'ok')

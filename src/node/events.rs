@@ -3,8 +3,8 @@
 //! Replies, failures, send completions, incoming requests and incoming messages are
 //! appended to a pending batch. The first append wakes the flusher task, which yields
 //! once, so that the runtime first runs every task already woken (the other streams of
-//! the datagrams just read), and then makes one threadsafe call; the JS thread takes
-//! whatever has accumulated by the time it runs. So under load one crossing carries many
+//! the datagrams just read), and then wakes the JS thread ([`JsWake`]); the JS thread
+//! takes whatever has accumulated by the time it runs. So under load one crossing carries many
 //! events, and when idle each event crosses at once. (A threadsafe call per event cost a
 //! syscall and a thread switch each: in profiles of the `rps` benchmark, the server's
 //! runtime spent 4.5% of its process's time in `napi_call_threadsafe_function`.)
@@ -26,15 +26,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, FnArgs, Function, Unknown};
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::Status;
 use tokio::sync::{Notify, Semaphore};
 
 use super::payload::Payload;
+use super::wake::JsWake;
 
 use crate::codec::{self, FrameKind};
 use crate::error::Error;
@@ -86,16 +85,13 @@ struct Shared {
 /// What JS receives: the batch, and its detached payloads (if any).
 pub(crate) type EventArgs = FnArgs<(Buffer, Option<Vec<Payload>>)>;
 
-type EventFn = ThreadsafeFunction<(), Unknown<'static>, EventArgs, Status, false, true>;
-
 pub(crate) struct Events {
     shared: Arc<Shared>,
-    /// The flusher holds the only strong reference, so the threadsafe function (and
-    /// its libuv handle) is released as soon as the flusher ends at close.
-    deliver: Weak<EventFn>,
+    /// Wakes the JS thread; the flusher ends it ([`JsWake::finish`]) at close.
+    wake: JsWake,
     /// The JS thread: events raised there (failures found while parsing a submitted
-    /// batch) are delivered straight away rather than through the flusher, which would
-    /// cost a wake-up of the runtime's thread and back.
+    /// batch) wake it straight away rather than through the flusher, which would cost a
+    /// wake-up of the runtime's thread and back.
     js_thread: std::thread::ThreadId,
 }
 
@@ -109,35 +105,11 @@ impl Events {
             closed: std::sync::atomic::AtomicBool::new(false),
         });
         let taking = shared.clone();
-        let deliver = on_events
-            .build_threadsafe_function::<()>()
-            .callee_handled::<false>()
-            .weak::<true>()
-            .build_callback(move |_ctx| {
-                let (buf, detached, held) = {
-                    let mut pending = taking.pending.lock().unwrap_or_else(|e| e.into_inner());
-                    pending.scheduled = false;
-                    pending.peers.clear();
-                    // The next batch starts with room for one like this (up to a
-                    // bound), rather than growing from empty by reallocations.
-                    let room = pending.buf.len().min(BATCH_CAPACITY_HINT);
-                    (
-                        std::mem::replace(&mut pending.buf, Vec::with_capacity(room)),
-                        std::mem::take(&mut pending.detached),
-                        std::mem::take(&mut pending.held_kib),
-                    )
-                };
-                taking.room.add_permits(held);
-                let detached =
-                    (!detached.is_empty()).then(|| detached.into_iter().map(Payload).collect());
-                Ok(FnArgs::from((Buffer::from(buf), detached)))
-            })?;
-        let deliver = Arc::new(deliver);
-        let weak = Arc::downgrade(&deliver);
-        napi::bindgen_prelude::spawn(flush(shared.clone(), deliver));
+        let wake = JsWake::new(on_events, Box::new(move || take(&taking)))?;
+        napi::bindgen_prelude::spawn(flush(shared.clone(), wake.clone()));
         Ok(Events {
             shared,
-            deliver: weak,
+            wake,
             js_thread: std::thread::current().id(),
         })
     }
@@ -156,11 +128,7 @@ impl Events {
         };
         if schedule {
             if std::thread::current().id() == self.js_thread {
-                // Gone, or failing, only once the transport has closed or the JS
-                // environment is going away; nobody is left to tell.
-                if let Some(deliver) = self.deliver.upgrade() {
-                    let _ = deliver.call((), ThreadsafeFunctionCallMode::NonBlocking);
-                }
+                self.wake.wake();
             } else {
                 self.shared.started.notify_one();
             }
@@ -239,6 +207,12 @@ impl Events {
         Ok(())
     }
 
+    /// At once, on the JS thread, as its environment ends: closes, and stops waking JS.
+    pub(crate) fn close_now(&self) {
+        self.close();
+        self.wake.close_now();
+    }
+
     /// Wakes readers waiting for room, and ends the flusher once it has delivered what
     /// is pending (at close).
     pub(crate) fn close(&self) {
@@ -250,9 +224,31 @@ impl Events {
     }
 }
 
-/// Delivers each started batch to JS with one threadsafe call, after letting the tasks
-/// already woken add their events; ends at [`Events::close`].
-async fn flush(shared: Arc<Shared>, deliver: Arc<EventFn>) {
+/// What is pending for JS, taken on the JS thread (`None` when nothing is).
+fn take(shared: &Shared) -> Option<EventArgs> {
+    let (buf, detached, held) = {
+        let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if !std::mem::replace(&mut pending.scheduled, false) {
+            return None;
+        }
+        pending.peers.clear();
+        // The next batch starts with room for one like this (up to a bound), rather
+        // than growing from empty by reallocations.
+        let room = pending.buf.len().min(BATCH_CAPACITY_HINT);
+        (
+            std::mem::replace(&mut pending.buf, Vec::with_capacity(room)),
+            std::mem::take(&mut pending.detached),
+            std::mem::take(&mut pending.held_kib),
+        )
+    };
+    shared.room.add_permits(held);
+    let detached = (!detached.is_empty()).then(|| detached.into_iter().map(Payload).collect());
+    Some(FnArgs::from((Buffer::from(buf), detached)))
+}
+
+/// Wakes JS for each started batch, after letting the tasks already woken add their
+/// events; ends at [`Events::close`], once what is pending is delivered.
+async fn flush(shared: Arc<Shared>, wake: JsWake) {
     loop {
         shared.started.notified().await;
         tokio::task::yield_now().await;
@@ -262,10 +258,10 @@ async fn flush(shared: Arc<Shared>, deliver: Arc<EventFn>) {
             .unwrap_or_else(|e| e.into_inner())
             .scheduled;
         if scheduled {
-            // Fails only once the JS environment is going away; nobody is left to tell.
-            let _ = deliver.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            wake.wake();
         }
         if shared.closed.load(std::sync::atomic::Ordering::Acquire) {
+            wake.finish();
             return;
         }
     }

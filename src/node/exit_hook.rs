@@ -80,7 +80,7 @@ unsafe extern "C" fn run(arg: *mut c_void) {
     // Nothing observes the state a panic would leave behind: the environment is ending.
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         if let Some(events) = targets.events.upgrade() {
-            events.close();
+            events.close_now();
         }
         if let Some(endpoint) = targets.endpoint.upgrade() {
             napi::bindgen_prelude::spawn(async move { endpoint.close().await });

@@ -15,6 +15,7 @@ mod handler;
 mod message;
 mod options;
 mod payload;
+mod wake;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
