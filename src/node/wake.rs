@@ -52,9 +52,10 @@ mod imp {
     /// The async resource's name (in async_hooks).
     const LABEL: &std::ffi::CStr = c"agentic-flow-quic:events";
 
-    /// Room for libuv's `uv_async_t` (128 bytes on 64-bit Linux and macOS).
+    /// Room for libuv's `uv_async_t` (128 bytes on 64-bit Linux and macOS), which libuv
+    /// writes to from other threads (`uv_async_send`) while the JS thread reads the rest.
     #[repr(C, align(16))]
-    struct UvAsync([u8; 256]);
+    struct UvAsync(std::cell::UnsafeCell<[u8; 256]>);
 
     /// A handle and what its callback needs. libuv's part comes first, so that the
     /// pointer libuv passes to the callbacks is this struct's.
@@ -129,7 +130,7 @@ mod imp {
                     .and_then(|()| check(sys::napi_get_uv_event_loop(env, &mut event_loop)))
             };
             let handle = Box::into_raw(Box::new(Handle {
-                uv: UvAsync([0; 256]),
+                uv: UvAsync(std::cell::UnsafeCell::new([0; 256])),
                 env,
                 func,
                 context,
@@ -270,17 +271,19 @@ mod imp {
         // SAFETY: the handle is open (it is freed only after `uv_close`, after which
         // libuv calls no more of its callbacks).
         let handle = unsafe { &*raw.cast::<Handle>() };
+        // Read before taking the batch: if `finish` comes while JS runs, its wake-up
+        // runs this again, which takes what was added meanwhile before closing.
+        let finishing = handle
+            .shared
+            .finishing
+            .load(std::sync::atomic::Ordering::Acquire);
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if let Some(args) = (handle.take)() {
                 // SAFETY: on the JS thread of `handle.env`, its references alive.
                 unsafe { call(handle, args) };
             }
         }));
-        if handle
-            .shared
-            .finishing
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+        if finishing {
             close(&handle.shared, Hook::Remove);
         }
     }
