@@ -193,8 +193,18 @@ fn trim() -> impl std::future::Future<Output = ()> + Send + 'static {
 mod tests {
     use super::*;
 
+    /// Held by each test that takes or gives back large memory: the spare memory is
+    /// shared by the whole process, and tests run in parallel threads (one taking a
+    /// spare buffer another had just given back failed a count there).
+    static SPARE_USERS: Mutex<()> = Mutex::new(());
+
+    fn alone() -> std::sync::MutexGuard<'static, ()> {
+        SPARE_USERS.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn copies_small_and_large_data_exactly() {
+        let _alone = alone();
         for len in [0, 10, REUSED_FROM - 1, REUSED_FROM + 4097] {
             let data: Vec<u8> = (0..len).map(|i| (i * 13) as u8).collect();
             assert_eq!(&copy(&data)[..], &data[..]);
@@ -214,6 +224,7 @@ mod tests {
     /// One test, as the spare memory is shared by the whole process.
     #[test]
     fn large_copies_reuse_memory_given_back_and_free_it_later() {
+        let _alone = alone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
