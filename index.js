@@ -176,8 +176,6 @@ function encodeMetadata(metadata, name, field) {
   }
 }
 
-// Ids for messages that have none: a random prefix per process, then a counter.
-
 /** An AgentMessage as the parts of a frame: { id, type, streamId, text | data, metadata }. */
 function prepareMessage(msg, name) {
   if (msg === null || typeof msg !== 'object') throw invalidArg(`invalid ${name}: expected an AgentMessage object`)
@@ -186,7 +184,7 @@ function prepareMessage(msg, name) {
   }
   const { text, data } = encodePayload(msg.payload, name, '.payload')
   return {
-    // Without one, the writer generates it in the batch (wire.js, writeId).
+    // Without one, the batch writer generates it (wire.js, generatedId).
     id: optionalString(msg.id, name, '.id') || undefined,
     type: msg.type,
     streamId: optionalString(msg.streamId, name, '.streamId') || '',

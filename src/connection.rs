@@ -479,7 +479,7 @@ pub(crate) fn in_one_turn<T>(start: impl FnOnce() -> T) -> T {
 fn write_requests(
     conn: std::sync::Weak<Conn>,
     writes: Arc<Writes>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
+) -> impl Future<Output = ()> + Send + 'static {
     let stopped = Stopped(writes.clone());
     async move {
         let _stopped = stopped;

@@ -4,10 +4,11 @@
 //! appended to a pending batch. The first append wakes the flusher task, which yields
 //! once, so that the runtime first runs every task already woken (the other streams of
 //! the datagrams just read), and then wakes the JS thread ([`JsWake`]); the JS thread
-//! takes whatever has accumulated by the time it runs. So under load one crossing carries many
-//! events, and when idle each event crosses at once. (A threadsafe call per event cost a
-//! syscall and a thread switch each: in profiles of the `rps` benchmark, the server's
-//! runtime spent 4.5% of its process's time in `napi_call_threadsafe_function`.)
+//! takes whatever has accumulated by the time it runs. So under load one crossing
+//! carries many events, and when idle each event crosses at once. (A threadsafe call
+//! per event cost a syscall and a thread switch each: in profiles of the `rps`
+//! benchmark, the server's runtime spent 4.5% of its process's time in
+//! `napi_call_threadsafe_function`.)
 //!
 //! Records (big-endian), parsed by `index.js`:
 //! ```text

@@ -346,7 +346,7 @@ mod imp {
     /// Wakes the JS thread through a threadsafe function, released at `finish` (after
     /// its last call) or `close_now`, so that its libuv handle goes too.
     #[derive(Clone)]
-    pub(crate) struct JsWake(Arc<Mutex<Option<Arc<EventFn>>>>);
+    pub(crate) struct JsWake(Arc<Mutex<Option<EventFn>>>);
 
     impl JsWake {
         /// On the JS thread of `callback`'s environment.
@@ -365,15 +365,11 @@ mod imp {
                 .build_callback(move |_ctx| {
                     Ok(take().unwrap_or_else(|| FnArgs::from((Buffer::from(Vec::new()), None))))
                 })?;
-            Ok(JsWake(Arc::new(Mutex::new(Some(Arc::new(deliver))))))
-        }
-
-        fn current(&self) -> Option<Arc<EventFn>> {
-            self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+            Ok(JsWake(Arc::new(Mutex::new(Some(deliver)))))
         }
 
         pub(crate) fn wake(&self) {
-            if let Some(deliver) = self.current() {
+            if let Some(deliver) = &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
                 // Fails only once the JS environment is going away; nobody is left to
                 // tell.
                 let _ = deliver.call((), ThreadsafeFunctionCallMode::NonBlocking);
