@@ -87,6 +87,7 @@ export interface JsConnectionStats {
   lostPackets: number
   streamsOpened: number
   mtu: number
+  zeroRtt: boolean
 }
 
 /** A one-way message pulled with `receive()`. */
@@ -151,4 +152,5 @@ export interface JsTransportOptions {
   keepAliveMs?: number
   maxConcurrentStreams?: number
   maxMessageBytes?: number
+  zeroRtt?: boolean
 }

@@ -88,6 +88,19 @@ export interface TransportOptions {
   maxConcurrentStreams?: number
   /** Largest message (payload plus id, type, streamId, metadata) sent or accepted, in bytes. Default 16 MiB. */
   maxMessageBytes?: number
+  /**
+   * 0-RTT. Dialling a server this transport has been connected to before (it keeps the
+   * server's session tickets), the first requests leave with the first packet instead of
+   * after the handshake; a listener answers them before the handshake ends. Both sides
+   * must enable it; otherwise, or when the server no longer has the session, the
+   * requests go again after the handshake, transparently. One-way messages never go in
+   * 0-RTT. A request sent in 0-RTT can be replayed by someone on the network path: a
+   * listener takes each session ticket once, so a replay to the same listener process is
+   * refused, but not one to another process with the same certificate. Enable it for
+   * requests that are safe to run twice. A listener with `requireClientCert` takes 0-RTT
+   * requests only once the client is authenticated. Default false.
+   */
+  zeroRtt?: boolean
 }
 
 /** JSON-serializable values. */
@@ -172,6 +185,8 @@ export interface ConnectionStats {
   streamsOpened: number
   /** Largest UDP payload this side sends on the path, bytes: 1200 at first, raised by MTU discovery (up to 1452). */
   mtu: number
+  /** Requests went in 0-RTT on this connection and were taken (dialled: ours left with the first packet; accepted: the peer's were answered before the handshake ended). See `zeroRtt`. */
+  zeroRtt: boolean
 }
 
 export interface TransportStats {

@@ -91,6 +91,7 @@ const OPTION_TYPES = {
   keepAliveMs: 'number',
   maxConcurrentStreams: 'number',
   maxMessageBytes: 'number',
+  zeroRtt: 'boolean',
 }
 const LISTEN_TYPES = { host: 'string', port: 'number' }
 const TLS_TYPES = {

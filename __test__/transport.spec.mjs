@@ -27,6 +27,7 @@ test('bad options give ERR_INVALID_ARG naming the option', async () => {
     [{ initialRttMs: 20000 }, /initialRttMs/],
     [{ maxConcurrentStreams: 0 }, /maxConcurrentStreams/],
     [{ maxMessageBytes: 1.5 }, /maxMessageBytes/],
+    [{ zeroRtt: 'yes' }, /zeroRtt/],
     [{ listen: { port: 70000 } }, /listen\.port/],
     [{ listen: { host: 'no such host.invalid' } }, /listen\.host/],
     [{ serverName: '' }, /serverName/],
@@ -174,4 +175,23 @@ test('initialRttMs sets when a lost first handshake packet is sent again', async
   assert.ok(connectMs[1] >= 1000, `${connectMs}`)
   relay.close()
   await server.close()
+})
+
+test('zeroRtt: a reconnect sends its first request in 0-RTT, and only when both sides enable it', async () => {
+  // Connections idle for 200 ms close, so the next request dials again.
+  const options = { zeroRtt: true, maxIdleTimeoutMs: 200 }
+  for (const serverZeroRtt of [true, false]) {
+    const server = await listener({ ...options, zeroRtt: serverZeroRtt })
+    server.onRequest((msg) => msg.payload)
+    const client = await dialer(server, options)
+    const addr = addrOf(server)
+    assert.equal((await client.request(addr, { type: 'echo', payload: 'first' })).payload, 'first')
+    assert.equal(client.getStats().connections[0].zeroRtt, false, 'no session to resume yet')
+    assert.ok(await eventually(() => client.getStats().connections.length === 0), 'the idle connection closed')
+    assert.equal((await client.request(addr, { type: 'echo', payload: 'again' })).payload, 'again')
+    // Read once the handshake is done (the reply may come first).
+    const used = await eventually(() => client.getStats().connections[0]?.zeroRtt === true, { timeoutMs: 1000 })
+    assert.equal(used, serverZeroRtt, `server zeroRtt ${serverZeroRtt}`)
+    await closeAll(server, client)
+  }
 })

@@ -2,6 +2,9 @@
 // Runs one scenario against a server started by bench/server.mjs and prints one JSON line.
 // Scenarios (parameters with defaults):
 //   connect  count=20          new connection + first 64 B reply, each time: latency samples
+//   resume   count=20          one transport reconnecting (its connection closed for
+//                              idleness) + first 64 B reply, each time: latency samples
+//                              (adapters with connectResuming: 0-RTT for quic)
 //   rtt      seconds=3 size=64 one request in flight: latency samples
 //   rps      seconds=3 size=1024 concurrency=64: requests/s
 //   oneway   count=200000 size=1024 window=4096: sends (the receiver counts; see run.mjs)
@@ -44,6 +47,22 @@ const scenarios = {
       samples.push(msSince(start))
       await client.close()
     }
+    return latencySummary(samples)
+  },
+
+  async resume() {
+    if (!transport.connectResuming) throw new Error(`${transportName} has no resuming connect`)
+    const client = await transport.connectResuming(target)
+    const payload = Buffer.alloc(64, 1)
+    await client.request(payload) // the first connection: a full handshake, and a session
+    const samples = []
+    for (let i = 0; i < param('count', 20); i++) {
+      await client.disconnected()
+      const start = now()
+      await client.request(payload)
+      samples.push(msSince(start))
+    }
+    await client.close()
     return latencySummary(samples)
   },
 

@@ -44,8 +44,18 @@ pub(crate) const STEADY_WINDOW: std::time::Duration = std::time::Duration::from_
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) quic: quinn::Connection,
-    pub(crate) peer: Peer,
+    /// The peer's address as seen from here.
+    pub(crate) address: std::net::SocketAddr,
+    /// The peer certificate's fingerprint, once known: from the start, or for a
+    /// connection that began in 0-RTT once its handshake is done.
+    fingerprint: std::sync::OnceLock<Arc<str>>,
     pub(crate) outbound: bool,
+    /// How the connection's 0-RTT went ([`ZeroRtt`]); `None` for one whose handshake
+    /// was done before it was used.
+    early: Option<tokio::sync::watch::Receiver<ZeroRtt>>,
+    /// An accepted connection took a request before its handshake ended; a dialled
+    /// one opened a request's stream in 0-RTT (taken if the server accepted it).
+    zero_rtt_used: std::sync::atomic::AtomicBool,
     /// Limits the requests this side has in flight on the connection.
     streams: Semaphore,
     in_flight: AtomicUsize,
@@ -100,21 +110,95 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Where a connection that began in 0-RTT is in its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ZeroRtt {
+    /// The handshake is under way; requests sent now travel in 0-RTT.
+    Pending,
+    /// Done, and the server took the 0-RTT data (for an accepted connection: done).
+    Accepted,
+    /// Done (or failed), and the server refused the 0-RTT data: it never saw it.
+    Rejected,
+}
+
 impl Conn {
+    /// A connection whose handshake is done.
     pub(crate) fn new(quic: quinn::Connection, outbound: bool, max_streams: u32) -> Arc<Self> {
-        let fingerprint = quic
+        let conn = Self::build(quic, outbound, max_streams, None);
+        conn.learn_fingerprint();
+        conn
+    }
+
+    /// A connection in 0-RTT: usable now, its handshake ending when `accepted` does
+    /// (with whether the server took the 0-RTT data; meaningless on the server's side).
+    pub(crate) fn new_early(
+        quic: quinn::Connection,
+        outbound: bool,
+        max_streams: u32,
+        accepted: quinn::ZeroRttAccepted,
+    ) -> Arc<Self> {
+        let (tx, rx) = tokio::sync::watch::channel(ZeroRtt::Pending);
+        let conn = Self::build(quic, outbound, max_streams, Some(rx));
+        let me = Arc::downgrade(&conn);
+        tokio::spawn(async move {
+            let taken = accepted.await;
+            if let Some(conn) = me.upgrade() {
+                conn.learn_fingerprint();
+            }
+            let _ = tx.send(match taken || !outbound {
+                true => ZeroRtt::Accepted,
+                false => ZeroRtt::Rejected,
+            });
+        });
+        conn
+    }
+
+    /// Records the peer certificate's fingerprint, if the handshake has shown one.
+    fn learn_fingerprint(&self) {
+        let leaf = self
+            .quic
             .peer_identity()
             .and_then(|id| {
                 id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
                     .ok()
             })
             .and_then(|chain| chain.first().map(|leaf| Arc::from(fingerprint(leaf))));
+        if let Some(leaf) = leaf {
+            let _ = self.fingerprint.set(leaf);
+        }
+    }
+
+    /// The peer, as handlers see it.
+    pub(crate) fn peer(&self) -> Peer {
+        Peer {
+            address: self.address,
+            fingerprint: self.fingerprint.get().cloned(),
+        }
+    }
+
+    /// Waits for the end of a 0-RTT connection's handshake: false if the server refused
+    /// the 0-RTT data. True at once for a connection that did not begin in 0-RTT.
+    async fn zero_rtt_taken(&self) -> bool {
+        let Some(early) = &self.early else {
+            return true;
+        };
+        let mut early = early.clone();
+        let outcome = early.wait_for(|state| *state != ZeroRtt::Pending).await;
+        !matches!(outcome.as_deref(), Ok(ZeroRtt::Rejected) | Err(_))
+    }
+
+    fn build(
+        quic: quinn::Connection,
+        outbound: bool,
+        max_streams: u32,
+        early: Option<tokio::sync::watch::Receiver<ZeroRtt>>,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| Conn {
             me: me.clone(),
-            peer: Peer {
-                address: crate::config::canonical(quic.remote_address()),
-                fingerprint,
-            },
+            address: crate::config::canonical(quic.remote_address()),
+            fingerprint: std::sync::OnceLock::new(),
+            early,
+            zero_rtt_used: std::sync::atomic::AtomicBool::new(false),
             quic,
             outbound,
             streams: Semaphore::new(max_streams as usize),
@@ -157,9 +241,19 @@ impl Conn {
         payload: bytes::Bytes,
         limit: u64,
     ) -> Result<Message, Error> {
-        self.exchange(head, payload, limit)
+        let mut early = false;
+        let outcome = match self
+            .exchange(head.clone(), payload.clone(), limit, &mut early)
             .await
-            .map_err(|e| self.explain(e))
+        {
+            // Sent in 0-RTT, which the server refused: it never saw the request, which
+            // goes again now that the handshake is done.
+            Err(_) if early && !self.zero_rtt_taken().await => {
+                self.exchange(head, payload, limit, &mut early).await
+            }
+            outcome => outcome,
+        };
+        outcome.map_err(|e| self.explain(e))
     }
 
     /// A lost stream says little; the connection's close reason says why (a client
@@ -171,11 +265,13 @@ impl Conn {
         }
     }
 
+    /// One try of [`Conn::request`]; `early` is set when the stream was opened in 0-RTT.
     async fn exchange(
         &self,
         head: bytes::Bytes,
         payload: bytes::Bytes,
         limit: u64,
+        early: &mut bool,
     ) -> Result<Message, Error> {
         let _in_flight = self.in_flight();
         let _permit = self.streams.acquire().await.map_err(|_| Error::Closed)?;
@@ -204,6 +300,10 @@ impl Conn {
                 )
             })??
         };
+        *early = stream.recv.is_0rtt();
+        if *early {
+            self.zero_rtt_used.store(true, Ordering::Relaxed);
+        }
         if rest.iter().any(|chunk| !chunk.is_empty()) {
             match stream.send.write_all_chunks(&mut rest).await {
                 Ok(()) => {
@@ -291,6 +391,9 @@ impl Conn {
 
     /// Opens a unidirectional stream for a channel.
     pub(crate) async fn open_channel(&self) -> Result<quinn::SendStream, Error> {
+        // Not in 0-RTT: one-way messages the server refused would be lost, as nothing
+        // answers them.
+        self.zero_rtt_taken().await;
         let stream = self.quic.open_uni().await.map_err(connection_error)?;
         self.streams_opened.fetch_add(1, Ordering::Relaxed);
         self.channels_opened.fetch_add(1, Ordering::Relaxed);
@@ -405,7 +508,7 @@ impl Conn {
     pub(crate) fn stats(&self) -> ConnectionStats {
         let stats = self.quic.stats();
         ConnectionStats {
-            remote_address: self.peer.address,
+            remote_address: self.address,
             outbound: self.outbound,
             rtt_ms: stats.path.rtt.as_secs_f64() * 1000.0,
             congestion_window: stats.path.cwnd,
@@ -414,6 +517,11 @@ impl Conn {
             lost_packets: stats.path.lost_packets,
             streams_opened: self.streams_opened.load(Ordering::Relaxed),
             mtu: stats.path.current_mtu,
+            zero_rtt: self.zero_rtt_used.load(Ordering::Relaxed)
+                && self
+                    .early
+                    .as_ref()
+                    .is_some_and(|early| *early.borrow() == ZeroRtt::Accepted),
         }
     }
 }
@@ -576,6 +684,9 @@ pub(crate) async fn serve(endpoint: Arc<Endpoint>, conn: Arc<Conn>) {
         let conn = conn.clone();
         async move {
             while let Ok((send, recv)) = conn.quic.accept_bi().await {
+                if recv.is_0rtt() {
+                    conn.zero_rtt_used.store(true, Ordering::Relaxed);
+                }
                 let open = conn.requests_open.fetch_add(1, Ordering::Relaxed) + 1;
                 conn.stream_accepted(open, &conn.request_allowance, true);
                 let open = OpenRequest(conn.clone());
@@ -695,7 +806,7 @@ async fn serve_request(
     // A handler that answers at once (or hands the request on, as the Node binding's
     // does) completes here at the first poll, before the other branches cost anything.
     // One that never answers is answered by the responder's drop.
-    let answered = endpoint.answer(request, conn.peer.clone(), responder.clone());
+    let answered = endpoint.answer(request, conn.peer(), responder.clone());
     tokio::select! {
         biased;
         _ = answered => {}
@@ -733,7 +844,7 @@ async fn serve_channel(endpoint: Arc<Endpoint>, conn: Arc<Conn>, mut recv: quinn
             Some((name, _)) if name != message.channel_name() => break Some(app_code::PROTOCOL),
             Some(_) => {}
         }
-        if endpoint.deliver(message, conn.peer.clone()).await.is_err() {
+        if endpoint.deliver(message, conn.peer()).await.is_err() {
             break None;
         }
     };

@@ -81,13 +81,19 @@ impl Endpoint {
             None => Identity::generate_self_signed(&tls::DEV_CERT_NAMES)?,
         };
         let transport = Arc::new(quic_transport(&config)?);
-        let client_config = tls::client_crypto(&identity, &config.trust)?.map(|crypto| {
-            let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-            client.transport_config(transport.clone());
-            client
-        });
+        let client_config =
+            tls::client_crypto(&identity, &config.trust, config.zero_rtt)?.map(|crypto| {
+                let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+                client.transport_config(transport.clone());
+                client
+            });
         let quic = if accept {
-            let crypto = tls::server_crypto(&identity, &config.trust, config.require_client_cert)?;
+            let crypto = tls::server_crypto(
+                &identity,
+                &config.trust,
+                config.require_client_cert,
+                config.zero_rtt,
+            )?;
             let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
             server.transport_config(transport);
             let addr = config
@@ -203,6 +209,19 @@ impl Endpoint {
             .socket()?
             .connect_with(client_config, addr, &key.server_name)
             .map_err(|e| connect_error(e.to_string()))?;
+        // With 0-RTT and a session from an earlier connection to this server, the
+        // connection is usable at once: requests leave with the first packet.
+        let connecting = match self.config.zero_rtt {
+            true => match connecting.into_0rtt() {
+                Ok((quic, accepted)) => {
+                    let conn =
+                        Conn::new_early(quic, true, self.config.max_concurrent_streams, accepted);
+                    return Ok(self.drive(key, conn));
+                }
+                Err(connecting) => connecting,
+            },
+            false => connecting,
+        };
         let timeout = self.config.connect_timeout;
         let quic = tokio::select! {
             outcome = tokio::time::timeout(timeout, connecting) => match outcome {
@@ -223,13 +242,19 @@ impl Endpoint {
             _ = self.closed() => return Err(Error::Closed),
         };
         let conn = Conn::new(quic, true, self.config.max_concurrent_streams);
+        Ok(self.drive(key, conn))
+    }
+
+    /// Serves what the peer opens on a dialled connection, until it ends and leaves the
+    /// pool.
+    fn drive(self: Arc<Self>, key: PoolKey, conn: Arc<Conn>) -> Arc<Conn> {
         let endpoint = self.clone();
         let driven = conn.clone();
         self.tasks.spawn(async move {
             connection::serve(endpoint.clone(), driven.clone()).await;
             endpoint.pool.remove(&key, &driven);
         });
-        Ok(conn)
+        conn
     }
 
     /// Accepts connections until the endpoint closes. A failed handshake or a
@@ -241,6 +266,28 @@ impl Endpoint {
             self.tasks.spawn(async move {
                 let Ok(connecting) = incoming.accept() else {
                     return;
+                };
+                // With 0-RTT, requests that came with the client's first packet are
+                // answered at once, before the handshake ends; not with client
+                // certificates, which handlers see only once it has ended.
+                let early = endpoint.config.zero_rtt && !endpoint.config.require_client_cert;
+                let connecting = match early {
+                    true => match connecting.into_0rtt() {
+                        Ok((quic, accepted)) => {
+                            let conn = Conn::new_early(
+                                quic,
+                                false,
+                                endpoint.config.max_concurrent_streams,
+                                accepted,
+                            );
+                            endpoint.pool.add_inbound(conn.clone());
+                            connection::serve(endpoint.clone(), conn.clone()).await;
+                            endpoint.pool.remove_inbound(&conn);
+                            return;
+                        }
+                        Err(connecting) => connecting,
+                    },
+                    false => connecting,
                 };
                 // Bounded by the idle timeout, not the connect timeout: the client counts
                 // itself connected once it has sent its last handshake message, so a

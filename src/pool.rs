@@ -129,14 +129,14 @@ impl Pool {
 
     pub(crate) fn add_inbound(&self, conn: Arc<Conn>) {
         let mut inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
-        inbound.insert(conn.peer.address, conn);
+        inbound.insert(conn.address, conn);
     }
 
     pub(crate) fn remove_inbound(&self, conn: &Arc<Conn>) {
         let mut inbound = self.inbound.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(current) = inbound.get(&conn.peer.address) {
+        if let Some(current) = inbound.get(&conn.address) {
             if Arc::ptr_eq(current, conn) {
-                inbound.remove(&conn.peer.address);
+                inbound.remove(&conn.address);
             }
         }
         drop(inbound);
@@ -146,7 +146,7 @@ impl Pool {
             departed.retain(|_, at| now.duration_since(*at) < DEPARTED_MEMORY);
         }
         if departed.len() < DEPARTED_CAPACITY {
-            departed.insert(conn.peer.address, now);
+            departed.insert(conn.address, now);
         }
     }
 

@@ -42,4 +42,8 @@ pub struct ConnectionStats {
     /// The largest UDP payload this side currently sends on the path, in bytes: 1200 at
     /// first, raised by quinn's MTU discovery (up to 1452) as probes get through.
     pub mtu: u16,
+    /// Requests went in 0-RTT on this connection and were taken: for a dialled one, its
+    /// first requests left with its first packet; for an accepted one, the peer's did and
+    /// were answered before the handshake ended (`zero_rtt` on both sides).
+    pub zero_rtt: bool,
 }

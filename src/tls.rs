@@ -247,11 +247,17 @@ fn parse_certificates(name: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'stat
     Ok(certs)
 }
 
+/// Sessions a listener with 0-RTT remembers for resumption (rustls' default is 256):
+/// each is a few hundred bytes, and a client whose session was forgotten makes a full
+/// handshake.
+const SESSIONS: usize = 4096;
+
 /// The rustls server configuration of a listener.
 pub(crate) fn server_crypto(
     identity: &Identity,
     trust: &Trust,
     require_client_cert: bool,
+    zero_rtt: bool,
 ) -> Result<quinn::crypto::rustls::QuicServerConfig, Error> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -265,8 +271,15 @@ pub(crate) fn server_crypto(
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(|e| Error::invalid("tls.cert", e.to_string()))?;
     config.alpn_protocols = vec![ALPN.to_vec()];
-    // max_early_data_size stays 0: rustls accepts only 0 or u32::MAX for QUIC, and the
-    // earlier QUIC crate for agents panicked on its first connection by setting 1 MiB.
+    if zero_rtt {
+        // For QUIC rustls accepts only 0 (no early data) or u32::MAX here: the earlier
+        // QUIC crate for agents panicked on its first connection by setting 1 MiB. Early
+        // data needs stateful resumption (rustls' default, a cache of 256 sessions in
+        // memory), whose tickets are taken on use: a replayed first flight finds no
+        // session, and its early data is refused.
+        config.max_early_data_size = u32::MAX;
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSIONS);
+    }
     quinn::crypto::rustls::QuicServerConfig::try_from(config).map_err(|e| Error::Tls(e.to_string()))
 }
 
@@ -274,6 +287,7 @@ pub(crate) fn server_crypto(
 pub(crate) fn client_crypto(
     identity: &Identity,
     trust: &Trust,
+    zero_rtt: bool,
 ) -> Result<Option<quinn::crypto::rustls::QuicClientConfig>, Error> {
     if !trust.is_configured() {
         return Ok(None);
@@ -286,6 +300,9 @@ pub(crate) fn client_crypto(
         .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(|e| Error::invalid("tls.cert", e.to_string()))?;
     config.alpn_protocols = vec![ALPN.to_vec()];
+    // Sessions are kept per transport (rustls' default cache), so a session is resumed
+    // only with the trust it was verified with, and only by the identity it had.
+    config.enable_early_data = zero_rtt;
     quinn::crypto::rustls::QuicClientConfig::try_from(config)
         .map(Some)
         .map_err(|e| Error::Tls(e.to_string()))

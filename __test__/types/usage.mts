@@ -27,6 +27,7 @@ const options: TransportOptions = {
   keepAliveMs: 1000,
   maxConcurrentStreams: 1000,
   maxMessageBytes: 16 * 1024 * 1024,
+  zeroRtt: false,
 }
 
 export async function main(): Promise<void> {
@@ -61,6 +62,7 @@ export async function main(): Promise<void> {
   const sender: string = got.peer.address
   const stats: TransportStats = client.getStats()
   const rtt: number | undefined = stats.connections[0]?.rttMs
+  const early: boolean | undefined = stats.connections[0]?.zeroRtt
   const hits: number = stats.pool.hits
 
   try {

@@ -79,6 +79,7 @@ pub struct JsConnectionStats {
     pub lost_packets: f64,
     pub streams_opened: f64,
     pub mtu: u32,
+    pub zero_rtt: bool,
 }
 
 /// `getStats()`.
@@ -385,6 +386,7 @@ impl NativeTransport {
                     lost_packets: c.lost_packets as f64,
                     streams_opened: c.streams_opened as f64,
                     mtu: c.mtu as u32,
+                    zero_rtt: c.zero_rtt,
                 })
                 .collect(),
         }

@@ -18,6 +18,7 @@ pub struct JsTransportOptions {
     pub keep_alive_ms: Option<f64>,
     pub max_concurrent_streams: Option<f64>,
     pub max_message_bytes: Option<f64>,
+    pub zero_rtt: Option<bool>,
 }
 
 /// `listen` options.
@@ -74,6 +75,7 @@ impl From<JsTransportOptions> for TransportOptions {
             keep_alive_ms: js.keep_alive_ms,
             max_concurrent_streams: js.max_concurrent_streams,
             max_message_bytes: js.max_message_bytes,
+            zero_rtt: js.zero_rtt,
         }
     }
 }

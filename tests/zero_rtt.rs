@@ -1,0 +1,179 @@
+//! 0-RTT (`TransportConfig::zero_rtt`): a reconnect's first requests leave with its first
+//! packet; refused 0-RTT data is sent again; one-way messages never travel in 0-RTT.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use agentic_flow_quic::{Identity, Message, QuicClient, QuicServer, TransportConfig};
+use common::{eventually, trusting, Recorder};
+
+/// Connections idle this long close, so that the next request dials again.
+const IDLE: Duration = Duration::from_millis(300);
+
+fn config(zero_rtt: bool) -> TransportConfig {
+    TransportConfig {
+        zero_rtt,
+        max_idle_timeout: IDLE,
+        ..TransportConfig::default()
+    }
+}
+
+fn server(zero_rtt: bool, handler: Recorder) -> QuicServer {
+    QuicServer::bind(config(zero_rtt), handler).unwrap()
+}
+
+fn client_for(server: &QuicServer) -> QuicClient {
+    QuicClient::new(TransportConfig {
+        zero_rtt: true,
+        max_idle_timeout: IDLE,
+        ..trusting(server)
+    })
+    .unwrap()
+}
+
+/// Waits until the client's connection has closed for idleness.
+async fn until_idle(client: &QuicClient) {
+    assert!(
+        eventually(Duration::from_secs(10), || client
+            .connection_stats()
+            .is_empty())
+        .await,
+        "the idle connection did not close"
+    );
+}
+
+async fn echo(client: &QuicClient, addr: std::net::SocketAddr, text: &str) {
+    let reply = client
+        .request(addr, Message::binary("echo", text.as_bytes().to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(&reply.payload[..], text.as_bytes());
+}
+
+/// Whether the client's one connection took requests in 0-RTT.
+fn zero_rtt(client: &QuicClient) -> bool {
+    let connections = client.connection_stats();
+    assert_eq!(connections.len(), 1, "{connections:?}");
+    connections[0].zero_rtt
+}
+
+#[tokio::test]
+async fn a_reconnect_sends_its_first_requests_in_0rtt() {
+    let server = server(true, Recorder::default());
+    let addr = server.local_addr();
+    let client = client_for(&server);
+    echo(&client, addr, "first").await;
+    assert!(
+        !zero_rtt(&client),
+        "a first connection has no session to resume"
+    );
+    until_idle(&client).await;
+    // Several requests at once, all in the first flight.
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { echo(&client, addr, &format!("again {i}")).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap();
+    }
+    // Read once the handshake is done (the replies may come first).
+    assert!(
+        eventually(Duration::from_secs(5), || zero_rtt(&client)).await,
+        "the reconnect did not use 0-RTT"
+    );
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn without_0rtt_on_the_server_a_reconnect_makes_a_full_handshake() {
+    let server = server(false, Recorder::default());
+    let addr = server.local_addr();
+    let client = client_for(&server);
+    echo(&client, addr, "first").await;
+    until_idle(&client).await;
+    echo(&client, addr, "again").await;
+    assert!(!zero_rtt(&client));
+    client.close().await;
+    server.close().await;
+}
+
+/// A listener on `addr` (any free port if `None`) with `identity`: each one binds with
+/// a session cache of its own, so it refuses 0-RTT data resuming another's sessions.
+fn server_as(
+    identity: &Identity,
+    addr: Option<std::net::SocketAddr>,
+    handler: Recorder,
+) -> QuicServer {
+    QuicServer::bind(
+        TransportConfig {
+            identity: Some(identity.clone()),
+            listen: addr,
+            ..config(true)
+        },
+        handler,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_request_the_server_refused_in_0rtt_goes_again_once() {
+    let identity = Identity::generate_self_signed(&["localhost"]).unwrap();
+    let first = server_as(&identity, None, Recorder::default());
+    let addr = first.local_addr();
+    let client = client_for(&first);
+    echo(&client, addr, "first").await;
+    first.close().await;
+    until_idle(&client).await;
+
+    // Same port, same certificate, but it never issued the client's session.
+    let recorder = Recorder::default();
+    let second = server_as(&identity, Some(addr), recorder.clone());
+    echo(&client, addr, "retried").await;
+    assert!(
+        !zero_rtt(&client),
+        "the server took 0-RTT data it cannot have"
+    );
+    assert_eq!(
+        recorder.completed.load(Ordering::SeqCst),
+        1,
+        "the handler ran once"
+    );
+    client.close().await;
+    second.close().await;
+}
+
+#[tokio::test]
+async fn a_one_way_message_is_not_lost_with_refused_0rtt_data() {
+    let identity = Identity::generate_self_signed(&["localhost"]).unwrap();
+    let first = server_as(&identity, None, Recorder::default());
+    let addr = first.local_addr();
+    let client = client_for(&first);
+    echo(&client, addr, "first").await;
+    first.close().await;
+    until_idle(&client).await;
+
+    let recorder = Recorder::default();
+    let second = server_as(&identity, Some(addr), recorder.clone());
+    // Sent while the reconnect is in 0-RTT: it waits for the handshake instead.
+    client
+        .send(addr, Message::binary("note", &b"kept"[..]))
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || recorder
+            .messages
+            .lock()
+            .unwrap()
+            .len()
+            == 1)
+        .await,
+        "the one-way message was lost"
+    );
+    client.close().await;
+    second.close().await;
+}
