@@ -120,8 +120,9 @@ fn server_as(
     .unwrap()
 }
 
-#[tokio::test]
-async fn a_request_the_server_refused_in_0rtt_goes_again_once() {
+/// A client holding a session of a listener that has closed, and a new listener on the
+/// same port with the same certificate, which never issued that session.
+async fn server_without_the_session(recorder: Recorder) -> (QuicClient, QuicServer) {
     let identity = Identity::generate_self_signed(&["localhost"]).unwrap();
     let first = server_as(&identity, None, Recorder::default());
     let addr = first.local_addr();
@@ -129,10 +130,14 @@ async fn a_request_the_server_refused_in_0rtt_goes_again_once() {
     echo(&client, addr, "first").await;
     first.close().await;
     until_idle(&client).await;
+    (client, server_as(&identity, Some(addr), recorder))
+}
 
-    // Same port, same certificate, but it never issued the client's session.
+#[tokio::test]
+async fn a_request_the_server_refused_in_0rtt_goes_again_once() {
     let recorder = Recorder::default();
-    let second = server_as(&identity, Some(addr), recorder.clone());
+    let (client, second) = server_without_the_session(recorder.clone()).await;
+    let addr = second.local_addr();
     echo(&client, addr, "retried").await;
     assert!(
         !zero_rtt(&client),
@@ -149,16 +154,9 @@ async fn a_request_the_server_refused_in_0rtt_goes_again_once() {
 
 #[tokio::test]
 async fn a_one_way_message_is_not_lost_with_refused_0rtt_data() {
-    let identity = Identity::generate_self_signed(&["localhost"]).unwrap();
-    let first = server_as(&identity, None, Recorder::default());
-    let addr = first.local_addr();
-    let client = client_for(&first);
-    echo(&client, addr, "first").await;
-    first.close().await;
-    until_idle(&client).await;
-
     let recorder = Recorder::default();
-    let second = server_as(&identity, Some(addr), recorder.clone());
+    let (client, second) = server_without_the_session(recorder.clone()).await;
+    let addr = second.local_addr();
     // Sent while the reconnect is in 0-RTT: it waits for the handshake instead.
     client
         .send(addr, Message::binary("note", &b"kept"[..]))
