@@ -117,7 +117,8 @@ pub(crate) enum ZeroRtt {
     Pending,
     /// Done, and the server took the 0-RTT data (for an accepted connection: done).
     Accepted,
-    /// Done (or failed), and the server refused the 0-RTT data: it never saw it.
+    /// Done, and the server refused the 0-RTT data, so it never saw it; or the
+    /// connection was lost before the handshake ended.
     Rejected,
 }
 
@@ -145,7 +146,9 @@ impl Conn {
             if let Some(conn) = me.upgrade() {
                 conn.learn_fingerprint();
             }
-            let _ = tx.send(match taken || !outbound {
+            // On an accepted connection quinn says true once the handshake is done,
+            // false if it never was.
+            let _ = tx.send(match taken {
                 true => ZeroRtt::Accepted,
                 false => ZeroRtt::Rejected,
             });
@@ -177,8 +180,9 @@ impl Conn {
     }
 
     /// Waits for the end of a 0-RTT connection's handshake: false if the server refused
-    /// the 0-RTT data. True at once for a connection that did not begin in 0-RTT.
-    async fn zero_rtt_taken(&self) -> bool {
+    /// the 0-RTT data (or the connection was lost first). True at once for a connection
+    /// that did not begin in 0-RTT.
+    pub(crate) async fn zero_rtt_taken(&self) -> bool {
         let Some(early) = &self.early else {
             return true;
         };

@@ -280,8 +280,18 @@ impl Endpoint {
                                 endpoint.config.max_concurrent_streams,
                                 accepted,
                             );
-                            endpoint.pool.add_inbound(conn.clone());
-                            connection::serve(endpoint.clone(), conn.clone()).await;
+                            // Pushes to this address use the connection only once the
+                            // handshake has shown the peer is there: a first packet
+                            // with a forged source address must not take them over.
+                            let registered = async {
+                                if conn.zero_rtt_taken().await {
+                                    endpoint.pool.add_inbound(conn.clone());
+                                }
+                            };
+                            tokio::join!(
+                                connection::serve(endpoint.clone(), conn.clone()),
+                                registered
+                            );
                             endpoint.pool.remove_inbound(&conn);
                             return;
                         }
