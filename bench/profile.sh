@@ -5,6 +5,8 @@
 #   e.g. bash bench/profile.sh quic client rps seconds=3
 #        bash bench/profile.sh rust-quic server rps seconds=3   (the Rust core alone)
 # Then: perf report -i /tmp/afq-perf.data --no-children --sort comm,dso
+# (PERF_FREQ sets the sampling rate, 2000 per second by default: more for short events,
+# such as the handshakes of `resume`.)
 # (Rust frames have names only in an unstripped build: CARGO_PROFILE_RELEASE_STRIP=none;
 # their callers only with frame pointers: RUSTFLAGS='-C force-frame-pointers=yes'. Build
 # one with `npx napi build --platform --release` and those set, in a target dir of its own.)
@@ -15,7 +17,7 @@ shift 3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 node bench/make-cert.mjs "$work"
-record=(perf record -F 2000 -e cpu-clock -g -o /tmp/afq-perf.data --)
+record=(perf record -F ${PERF_FREQ:-2000} -e cpu-clock -g -o /tmp/afq-perf.data --)
 server_prefix=() client_prefix=()
 if [ "$side" = server ]; then server_prefix=("${record[@]}"); else client_prefix=("${record[@]}"); fi
 if [ "$transport" = rust-quic ]; then
