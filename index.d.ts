@@ -93,8 +93,9 @@ export interface TransportOptions {
    * server's session tickets), the first requests leave with the first packet instead of
    * after the handshake; a listener answers them before the handshake ends. Both sides
    * must enable it; otherwise, or when the server no longer has the session, the
-   * requests go again after the handshake, transparently. One-way messages never go in
-   * 0-RTT. A request sent in 0-RTT can be replayed by someone on the network path: a
+   * requests go again after the handshake, transparently. A reconnect whose handshake
+   * does not end within `connectTimeoutMs` fails its requests with `ERR_CONNECT`, as a
+   * dial would. One-way messages never go in 0-RTT. A request sent in 0-RTT can be replayed by someone on the network path: a
    * listener takes each session ticket once, so a replay to the same listener process is
    * refused, but not one to another process with the same certificate. Enable it for
    * requests that are safe to run twice. A listener with `requireClientCert` takes 0-RTT

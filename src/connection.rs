@@ -53,6 +53,9 @@ pub(crate) struct Conn {
     /// How the connection's 0-RTT went ([`ZeroRtt`]); `None` for one whose handshake
     /// was done before it was used.
     early: Option<tokio::sync::watch::Receiver<ZeroRtt>>,
+    /// Why a connection that began in 0-RTT was given up: its handshake did not end in
+    /// time (what its requests fail with, as a dial would).
+    handshake_failed: std::sync::OnceLock<Error>,
     /// An accepted connection took a request before its handshake ended; a dialled
     /// one opened a request's stream in 0-RTT (taken if the server accepted it).
     zero_rtt_used: std::sync::atomic::AtomicBool,
@@ -132,17 +135,32 @@ impl Conn {
 
     /// A connection in 0-RTT: usable now, its handshake ending when `accepted` does
     /// (with whether the server took the 0-RTT data; meaningless on the server's side).
+    /// A handshake that has not ended within `deadline` closes the connection, and its
+    /// requests fail with [`Error::Connect`].
     pub(crate) fn new_early(
         quic: quinn::Connection,
         outbound: bool,
         max_streams: u32,
         accepted: quinn::ZeroRttAccepted,
+        deadline: std::time::Duration,
     ) -> Arc<Self> {
         let (tx, rx) = tokio::sync::watch::channel(ZeroRtt::Pending);
         let conn = Self::build(quic, outbound, max_streams, Some(rx));
         let me = Arc::downgrade(&conn);
         tokio::spawn(async move {
-            let taken = accepted.await;
+            let taken = match tokio::time::timeout(deadline, accepted).await {
+                Ok(taken) => taken,
+                Err(_) => {
+                    if let Some(conn) = me.upgrade() {
+                        let _ = conn.handshake_failed.set(Error::Connect {
+                            addr: conn.address.to_string(),
+                            reason: format!("no handshake within {} ms", deadline.as_millis()),
+                        });
+                        conn.quic.close(app_code::CLOSED.into(), b"no handshake");
+                    }
+                    false
+                }
+            };
             if let Some(conn) = me.upgrade() {
                 conn.learn_fingerprint();
             }
@@ -202,6 +220,7 @@ impl Conn {
             address: crate::config::canonical(quic.remote_address()),
             fingerprint: std::sync::OnceLock::new(),
             early,
+            handshake_failed: std::sync::OnceLock::new(),
             zero_rtt_used: std::sync::atomic::AtomicBool::new(false),
             quic,
             outbound,
@@ -263,6 +282,9 @@ impl Conn {
     /// A lost stream says little; the connection's close reason says why (a client
     /// certificate the server rejected after the handshake, an idle timeout, …).
     pub(crate) fn explain(&self, error: Error) -> Error {
+        if let Some(failed) = self.handshake_failed.get() {
+            return failed.clone();
+        }
         match (error, self.quic.close_reason()) {
             (Error::ConnectionLost(_), Some(reason)) => connection_error(reason),
             (error, _) => error,

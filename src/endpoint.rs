@@ -214,8 +214,13 @@ impl Endpoint {
         let connecting = match self.config.zero_rtt {
             true => match connecting.into_0rtt() {
                 Ok((quic, accepted)) => {
-                    let conn =
-                        Conn::new_early(quic, true, self.config.max_concurrent_streams, accepted);
+                    let conn = Conn::new_early(
+                        quic,
+                        true,
+                        self.config.max_concurrent_streams,
+                        accepted,
+                        self.config.connect_timeout,
+                    );
                     return Ok(self.drive(key, conn));
                 }
                 Err(connecting) => connecting,
@@ -267,6 +272,14 @@ impl Endpoint {
                 let Ok(connecting) = incoming.accept() else {
                     return;
                 };
+                // Bounded by the idle timeout, not the connect timeout: the client counts
+                // itself connected once it has sent its last handshake message, so a
+                // listener that gave up while that message was still on its way (lost
+                // and resent, on a lossy path) would fail the client's first requests.
+                let wait = endpoint
+                    .config
+                    .max_idle_timeout
+                    .max(endpoint.config.connect_timeout);
                 // With 0-RTT, requests that came with the client's first packet are
                 // answered at once, before the handshake ends; not with client
                 // certificates, which handlers see only once it has ended.
@@ -279,6 +292,7 @@ impl Endpoint {
                                 false,
                                 endpoint.config.max_concurrent_streams,
                                 accepted,
+                                wait,
                             );
                             // Pushes to this address use the connection only once the
                             // handshake has shown the peer is there: a first packet
@@ -299,14 +313,6 @@ impl Endpoint {
                     },
                     false => connecting,
                 };
-                // Bounded by the idle timeout, not the connect timeout: the client counts
-                // itself connected once it has sent its last handshake message, so a
-                // listener that gave up while that message was still on its way (lost
-                // and resent, on a lossy path) would fail the client's first requests.
-                let wait = endpoint
-                    .config
-                    .max_idle_timeout
-                    .max(endpoint.config.connect_timeout);
                 let Ok(Ok(quic)) = tokio::time::timeout(wait, connecting).await else {
                     return;
                 };

@@ -24,13 +24,16 @@ fn server(zero_rtt: bool, handler: Recorder) -> QuicServer {
     QuicServer::bind(config(zero_rtt), handler).unwrap()
 }
 
-fn client_for(server: &QuicServer) -> QuicClient {
-    QuicClient::new(TransportConfig {
+fn client_config_for(server: &QuicServer) -> TransportConfig {
+    TransportConfig {
         zero_rtt: true,
         max_idle_timeout: IDLE,
         ..trusting(server)
-    })
-    .unwrap()
+    }
+}
+
+fn client_for(server: &QuicServer) -> QuicClient {
+    QuicClient::new(client_config_for(server)).unwrap()
 }
 
 /// Waits until the client's connection has closed for idleness.
@@ -174,4 +177,35 @@ async fn a_one_way_message_is_not_lost_with_refused_0rtt_data() {
     );
     client.close().await;
     second.close().await;
+}
+
+#[tokio::test]
+async fn a_0rtt_reconnect_to_a_server_that_has_gone_fails_to_connect_in_time() {
+    let server = server(true, Recorder::default());
+    let addr = server.local_addr();
+    let connect_timeout = Duration::from_millis(150);
+    let client = QuicClient::new(TransportConfig {
+        connect_timeout,
+        ..client_config_for(&server)
+    })
+    .unwrap();
+    echo(&client, addr, "first").await;
+    server.close().await;
+    until_idle(&client).await;
+    // The port swallows what it is sent: no handshake, no error.
+    let _silent = std::net::UdpSocket::bind(addr).unwrap();
+    let started = std::time::Instant::now();
+    let outcome = client
+        .request(addr, Message::binary("echo", &b"lost"[..]))
+        .await;
+    assert!(
+        matches!(outcome, Err(agentic_flow_quic::Error::Connect { .. })),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    client.close().await;
 }
