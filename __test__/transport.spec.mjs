@@ -187,10 +187,16 @@ test('zeroRtt: a reconnect sends its first request in 0-RTT, and only when both 
     const addr = addrOf(server)
     assert.equal((await client.request(addr, { type: 'echo', payload: 'first' })).payload, 'first')
     assert.equal(client.getStats().connections[0].zeroRtt, false, 'no session to resume yet')
-    assert.ok(await eventually(() => client.getStats().connections.length === 0), 'the idle connection closed')
-    assert.equal((await client.request(addr, { type: 'echo', payload: 'again' })).payload, 'again')
-    // Read once the handshake is done (the reply may come first).
-    const used = await eventually(() => client.getStats().connections[0]?.zeroRtt === true, { timeoutMs: 1000 })
+    // A request goes in 0-RTT only if it is written before the server's first answer is
+    // read: on a loaded machine the runtime's thread may be held up past it, so a few
+    // reconnects are allowed for one to show it.
+    let used = false
+    for (let attempt = 0; attempt < 5 && !used; attempt++) {
+      assert.ok(await eventually(() => client.getStats().connections.length === 0), 'the idle connection closed')
+      assert.equal((await client.request(addr, { type: 'echo', payload: 'again' })).payload, 'again')
+      // Read once the handshake is done (the reply may come first).
+      used = await eventually(() => client.getStats().connections[0]?.zeroRtt === true, { timeoutMs: 150 })
+    }
     assert.equal(used, serverZeroRtt, `server zeroRtt ${serverZeroRtt}`)
     await closeAll(server, client)
   }

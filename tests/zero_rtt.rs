@@ -72,22 +72,28 @@ async fn a_reconnect_sends_its_first_requests_in_0rtt() {
         !zero_rtt(&client),
         "a first connection has no session to resume"
     );
-    until_idle(&client).await;
-    // Several requests at once, all in the first flight.
-    let calls: Vec<_> = (0..8)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move { echo(&client, addr, &format!("again {i}")).await })
-        })
-        .collect();
-    for call in calls {
-        call.await.unwrap();
+    // Several requests at once, in the first flight. They go in 0-RTT only if written
+    // before the server's first answer is read, which a loaded machine can delay: a few
+    // reconnects are allowed for one to show it.
+    let mut used = false;
+    for _ in 0..5 {
+        until_idle(&client).await;
+        let calls: Vec<_> = (0..8)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move { echo(&client, addr, &format!("again {i}")).await })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap();
+        }
+        // Read once the handshake is done (the replies may come first).
+        used = eventually(Duration::from_millis(150), || zero_rtt(&client)).await;
+        if used {
+            break;
+        }
     }
-    // Read once the handshake is done (the replies may come first).
-    assert!(
-        eventually(Duration::from_secs(5), || zero_rtt(&client)).await,
-        "the reconnect did not use 0-RTT"
-    );
+    assert!(used, "no reconnect used 0-RTT");
     client.close().await;
     server.close().await;
 }
