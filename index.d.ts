@@ -89,17 +89,19 @@ export interface TransportOptions {
   /** Largest message (payload plus id, type, streamId, metadata) sent or accepted, in bytes. Default 16 MiB. */
   maxMessageBytes?: number
   /**
-   * 0-RTT. Dialling a server this transport has been connected to before (it keeps the
-   * server's session tickets), the first requests leave with the first packet instead of
-   * after the handshake; a listener answers them before the handshake ends. Both sides
-   * must enable it; otherwise, or when the server no longer has the session, the
-   * requests go again after the handshake, transparently. A reconnect whose handshake
-   * does not end within `connectTimeoutMs` fails its requests with `ERR_CONNECT`, as a
-   * dial would. One-way messages never go in 0-RTT. A request sent in 0-RTT can be replayed by someone on the network path: a
-   * listener takes each session ticket once, so a replay to the same listener process is
-   * refused, but not one to another process with the same certificate. Enable it for
-   * requests that are safe to run twice. A listener with `requireClientCert` takes 0-RTT
-   * requests only once the client is authenticated. Default false.
+   * 0-RTT. Dialling an address this transport has been connected to before (it keeps
+   * the session tickets servers give it, per address), the first requests leave with the
+   * first packet instead of after the handshake; a listener answers them before the
+   * handshake ends. Both sides must enable it; otherwise, or when the server no longer
+   * has the session, the requests go again after the handshake, transparently. A
+   * reconnect whose handshake does not end within `connectTimeoutMs` fails its requests
+   * with `ERR_CONNECT`, as a dial would, but the server may have run them already (it
+   * answers before the handshake ends). One-way messages never go in 0-RTT. A request
+   * sent in 0-RTT can be replayed by someone on the network path who records it: a
+   * listener takes each session ticket once, so the same listener process refuses a
+   * replay, and another process never issued the ticket; but enable it only for requests
+   * that are safe to run twice. A listener with `requireClientCert` takes 0-RTT requests
+   * only once the client is authenticated. Default false.
    */
   zeroRtt?: boolean
 }

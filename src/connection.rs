@@ -149,7 +149,13 @@ impl Conn {
         let me = Arc::downgrade(&conn);
         tokio::spawn(async move {
             let taken = match tokio::time::timeout(deadline, accepted).await {
-                Ok(taken) => taken,
+                Ok(taken) => match me.upgrade() {
+                    // quinn (0.11) reports false on an accepted connection even once its
+                    // handshake is done (only a client learns whether its early data was
+                    // taken): there the handshake ended if the connection is still open.
+                    Some(conn) if !outbound => conn.quic.close_reason().is_none(),
+                    _ => taken,
+                },
                 Err(_) => {
                     if let Some(conn) = me.upgrade() {
                         let _ = conn.handshake_failed.set(Error::Connect {
@@ -164,8 +170,6 @@ impl Conn {
             if let Some(conn) = me.upgrade() {
                 conn.learn_fingerprint();
             }
-            // On an accepted connection quinn says true once the handshake is done,
-            // false if it never was.
             let _ = tx.send(match taken {
                 true => ZeroRtt::Accepted,
                 false => ZeroRtt::Rejected,
@@ -280,9 +284,12 @@ impl Conn {
     }
 
     /// A lost stream says little; the connection's close reason says why (a client
-    /// certificate the server rejected after the handshake, an idle timeout, …).
+    /// certificate the server rejected after the handshake, an idle timeout, …), or for
+    /// a connection that began in 0-RTT, a handshake that did not end in time.
     pub(crate) fn explain(&self, error: Error) -> Error {
-        if let Some(failed) = self.handshake_failed.get() {
+        if let (Error::ConnectionLost(_) | Error::Closed, Some(failed)) =
+            (&error, self.handshake_failed.get())
+        {
             return failed.clone();
         }
         match (error, self.quic.close_reason()) {
@@ -420,7 +427,11 @@ impl Conn {
         // Not in 0-RTT: one-way messages the server refused would be lost, as nothing
         // answers them.
         self.zero_rtt_taken().await;
-        let stream = self.quic.open_uni().await.map_err(connection_error)?;
+        let stream = self
+            .quic
+            .open_uni()
+            .await
+            .map_err(|e| self.explain(connection_error(e)))?;
         self.streams_opened.fetch_add(1, Ordering::Relaxed);
         self.channels_opened.fetch_add(1, Ordering::Relaxed);
         Ok(stream)

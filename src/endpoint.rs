@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::codec::{self, FrameKind};
 use crate::config::TransportConfig;
 use crate::connection::{self, app_code, Conn};
+use crate::dialling::Dialling;
 use crate::error::Error;
 use crate::handler::{Handler, Peer};
 use crate::inbox::Inbox;
@@ -36,7 +37,8 @@ pub(crate) struct Endpoint {
     pub(crate) identity: Identity,
     /// `config.server_name`, shared by every pool key.
     server_name: Arc<str>,
-    client_config: Option<quinn::ClientConfig>,
+    /// `None` when no trust is configured (dialling fails).
+    dialling: Option<Dialling>,
     pub(crate) pool: Arc<Pool>,
     pub(crate) outbox: Outbox,
     pub(crate) inbox: Inbox,
@@ -81,12 +83,9 @@ impl Endpoint {
             None => Identity::generate_self_signed(&tls::DEV_CERT_NAMES)?,
         };
         let transport = Arc::new(quic_transport(&config)?);
-        let client_config =
-            tls::client_crypto(&identity, &config.trust, config.zero_rtt)?.map(|crypto| {
-                let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-                client.transport_config(transport.clone());
-                client
-            });
+        let dialling = tls::client_crypto(&identity, &config.trust, config.zero_rtt)?
+            .map(|tls| Dialling::new(tls, transport.clone()))
+            .transpose()?;
         let quic = if accept {
             let crypto = tls::server_crypto(
                 &identity,
@@ -123,7 +122,7 @@ impl Endpoint {
             local_addr,
             config,
             identity,
-            client_config,
+            dialling,
             pool: Arc::default(),
             outbox: Outbox::default(),
             inbox: Inbox::default(),
@@ -196,11 +195,15 @@ impl Endpoint {
 
     async fn dial(self: Arc<Self>, key: PoolKey) -> Result<Arc<Conn>, Error> {
         let addr = key.addr;
-        let client_config = self.client_config.clone().ok_or_else(|| {
-            Error::Tls(format!(
-                "no way to verify {addr}: set tls.ca, tls.pinnedFingerprints or tls.insecureSkipVerify"
-            ))
-        })?;
+        let client_config = self
+            .dialling
+            .as_ref()
+            .ok_or_else(|| {
+                Error::Tls(format!(
+                    "no way to verify {addr}: set tls.ca, tls.pinnedFingerprints or tls.insecureSkipVerify"
+                ))
+            })?
+            .for_peer(addr)?;
         let connect_error = |reason: String| Error::Connect {
             addr: addr.to_string(),
             reason,

@@ -42,6 +42,7 @@ mod client;
 mod codec;
 mod config;
 mod connection;
+mod dialling;
 mod endpoint;
 mod error;
 mod handler;

@@ -284,11 +284,13 @@ pub(crate) fn server_crypto(
 }
 
 /// The rustls client configuration for dialling; `None` when no trust is configured.
+/// With `zero_rtt` it may send early data; [`crate::dialling`] gives it a session cache
+/// per peer address.
 pub(crate) fn client_crypto(
     identity: &Identity,
     trust: &Trust,
     zero_rtt: bool,
-) -> Result<Option<quinn::crypto::rustls::QuicClientConfig>, Error> {
+) -> Result<Option<rustls::ClientConfig>, Error> {
     if !trust.is_configured() {
         return Ok(None);
     }
@@ -300,12 +302,8 @@ pub(crate) fn client_crypto(
         .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(|e| Error::invalid("tls.cert", e.to_string()))?;
     config.alpn_protocols = vec![ALPN.to_vec()];
-    // Sessions are kept per transport (rustls' default cache), so a session is resumed
-    // only with the trust it was verified with, and only by the identity it had.
     config.enable_early_data = zero_rtt;
-    quinn::crypto::rustls::QuicClientConfig::try_from(config)
-        .map(Some)
-        .map_err(|e| Error::Tls(e.to_string()))
+    Ok(Some(config))
 }
 
 /// Verifies a peer's certificate (server or client) by roots, pins, or not at all.

@@ -55,11 +55,32 @@ async fn echo(client: &QuicClient, addr: std::net::SocketAddr, text: &str) {
     assert_eq!(&reply.payload[..], text.as_bytes());
 }
 
-/// Whether the client's one connection took requests in 0-RTT.
+/// Whether the client's one connection took requests in 0-RTT (false while it has
+/// none, or several).
 fn zero_rtt(client: &QuicClient) -> bool {
-    let connections = client.connection_stats();
-    assert_eq!(connections.len(), 1, "{connections:?}");
-    connections[0].zero_rtt
+    match &client.connection_stats()[..] {
+        [one] => one.zero_rtt,
+        _ => false,
+    }
+}
+
+/// Whether `recorder` gets one one-way message within 5 s.
+async fn one_message_arrives(recorder: &Recorder) -> bool {
+    eventually(Duration::from_secs(5), || {
+        recorder.messages.lock().unwrap().len() == 1
+    })
+    .await
+}
+
+/// A UDP socket on `addr`, once the listener that had it has let it go.
+async fn bind_when_free(addr: std::net::SocketAddr) -> std::net::UdpSocket {
+    for _ in 0..100 {
+        if let Ok(socket) = std::net::UdpSocket::bind(addr) {
+            return socket;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{addr} stayed in use")
 }
 
 #[tokio::test]
@@ -172,13 +193,7 @@ async fn a_one_way_message_is_not_lost_with_refused_0rtt_data() {
         .await
         .unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || recorder
-            .messages
-            .lock()
-            .unwrap()
-            .len()
-            == 1)
-        .await,
+        one_message_arrives(&recorder).await,
         "the one-way message was lost"
     );
     client.close().await;
@@ -189,7 +204,8 @@ async fn a_one_way_message_is_not_lost_with_refused_0rtt_data() {
 async fn a_0rtt_reconnect_to_a_server_that_has_gone_fails_to_connect_in_time() {
     let server = server(true, Recorder::default());
     let addr = server.local_addr();
-    let connect_timeout = Duration::from_millis(150);
+    // Well below the idle timeout, which would otherwise end the handshake first.
+    let connect_timeout = Duration::from_millis(100);
     let client = QuicClient::new(TransportConfig {
         connect_timeout,
         ..client_config_for(&server)
@@ -199,19 +215,108 @@ async fn a_0rtt_reconnect_to_a_server_that_has_gone_fails_to_connect_in_time() {
     server.close().await;
     until_idle(&client).await;
     // The port swallows what it is sent: no handshake, no error.
-    let _silent = std::net::UdpSocket::bind(addr).unwrap();
+    let _silent = bind_when_free(addr).await;
     let started = std::time::Instant::now();
-    let outcome = client
-        .request(addr, Message::binary("echo", &b"lost"[..]))
-        .await;
-    assert!(
-        matches!(outcome, Err(agentic_flow_quic::Error::Connect { .. })),
-        "{outcome:?}"
+    let (request, send) = tokio::join!(
+        client.request(addr, Message::binary("echo", &b"lost"[..])),
+        client.send(addr, Message::binary("note", &b"lost"[..])),
     );
+    for outcome in [request.map(|_| ()), send] {
+        assert!(
+            matches!(outcome, Err(agentic_flow_quic::Error::Connect { .. })),
+            "{outcome:?}"
+        );
+    }
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );
     client.close().await;
+}
+
+#[tokio::test]
+async fn a_listener_with_0rtt_can_push_to_the_agents_connected_to_it() {
+    let recorder = Recorder::default();
+    let server = server(true, recorder.clone());
+    let addr = server.local_addr();
+    let agent = QuicClient::with_handler(client_config_for(&server), recorder.clone()).unwrap();
+    echo(&agent, addr, "hello").await;
+    let peer = recorder.peers.lock().unwrap()[0].address;
+    let pusher = server.client();
+    assert!(
+        eventually(Duration::from_secs(2), || pusher.connection_stats().len()
+            == 1)
+        .await,
+        "the listener lists the agent's connection"
+    );
+    pusher
+        .send(peer, Message::binary("note", &b"pushed"[..]))
+        .await
+        .unwrap();
+    assert!(
+        one_message_arrives(&recorder).await,
+        "the push did not arrive"
+    );
+    // On a reconnect in 0-RTT, the listener's connection says so too.
+    let mut seen = false;
+    for _ in 0..5 {
+        until_idle(&agent).await;
+        echo(&agent, addr, "again").await;
+        seen = eventually(Duration::from_millis(150), || {
+            pusher.connection_stats().iter().any(|c| c.zero_rtt)
+        })
+        .await;
+        if seen {
+            break;
+        }
+    }
+    assert!(
+        seen,
+        "no accepted connection showed a request taken in 0-RTT"
+    );
+    agent.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn a_session_is_offered_only_to_the_address_that_issued_it() {
+    // The client holds a session of A. Were it offered to another address B, B could
+    // pass the first flight, early data and all, on to A, which would run it.
+    let recorder = Recorder::default();
+    let a = server(true, recorder.clone());
+    let client = QuicClient::new(TransportConfig {
+        connect_timeout: Duration::from_millis(200),
+        ..client_config_for(&a)
+    })
+    .unwrap();
+    echo(&client, a.local_addr(), "for A").await;
+    let relay = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = relay.local_addr().unwrap();
+    relay
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let to = a.local_addr();
+    let relaying = std::thread::spawn(move || {
+        let (mut buf, started) = ([0u8; 2048], std::time::Instant::now());
+        while started.elapsed() < Duration::from_secs(1) {
+            if let Ok((n, from)) = relay.recv_from(&mut buf) {
+                if from != to {
+                    let _ = relay.send_to(&buf[..n], to);
+                }
+            }
+        }
+    });
+    let outcome = client
+        .request(b, Message::binary("echo", &b"for B"[..]))
+        .await;
+    assert!(outcome.is_err(), "{outcome:?}");
+    relaying.join().unwrap();
+    assert_eq!(
+        recorder.completed.load(Ordering::SeqCst),
+        1,
+        "A ran a request sent to B"
+    );
+    client.close().await;
+    a.close().await;
 }
