@@ -53,9 +53,6 @@ pub(crate) struct Conn {
     /// How the connection's 0-RTT went ([`ZeroRtt`]); `None` for one whose handshake
     /// was done before it was used.
     early: Option<tokio::sync::watch::Receiver<ZeroRtt>>,
-    /// Why a connection that began in 0-RTT was given up: its handshake did not end in
-    /// time (what its requests fail with, as a dial would).
-    handshake_failed: std::sync::OnceLock<Error>,
     /// An accepted connection took a request before its handshake ended; a dialled
     /// one opened a request's stream in 0-RTT (taken if the server accepted it).
     zero_rtt_used: std::sync::atomic::AtomicBool,
@@ -123,6 +120,9 @@ pub(crate) enum ZeroRtt {
     /// Done, and the server refused the 0-RTT data, so it never saw it; or the
     /// connection was lost before the handshake ended.
     Rejected,
+    /// Not done within this long: the connection was closed, and its requests fail
+    /// with [`Error::Connect`], as a dial would.
+    GaveUp(std::time::Duration),
 }
 
 impl Conn {
@@ -148,32 +148,24 @@ impl Conn {
         let conn = Self::build(quic, outbound, max_streams, Some(rx));
         let me = Arc::downgrade(&conn);
         tokio::spawn(async move {
-            let taken = match tokio::time::timeout(deadline, accepted).await {
-                Ok(taken) => match me.upgrade() {
-                    // quinn (0.11) reports false on an accepted connection even once its
-                    // handshake is done (only a client learns whether its early data was
-                    // taken): there the handshake ended if the connection is still open.
-                    Some(conn) if !outbound => conn.quic.close_reason().is_none(),
-                    _ => taken,
-                },
-                Err(_) => {
-                    if let Some(conn) = me.upgrade() {
-                        let _ = conn.handshake_failed.set(Error::Connect {
-                            addr: conn.address.to_string(),
-                            reason: format!("no handshake within {} ms", deadline.as_millis()),
-                        });
-                        conn.quic.close(app_code::CLOSED.into(), b"no handshake");
-                    }
-                    false
+            let outcome = tokio::time::timeout(deadline, accepted).await;
+            let Some(conn) = me.upgrade() else { return };
+            let state = match outcome {
+                // quinn (0.11) reports false on an accepted connection even once its
+                // handshake is done (only a client learns whether its early data was
+                // taken): there the handshake ended if the connection is still open.
+                Ok(taken) if taken || (!outbound && conn.quic.close_reason().is_none()) => {
+                    ZeroRtt::Accepted
                 }
+                Ok(_) => ZeroRtt::Rejected,
+                Err(_) => ZeroRtt::GaveUp(deadline),
             };
-            if let Some(conn) = me.upgrade() {
-                conn.learn_fingerprint();
+            conn.learn_fingerprint();
+            // Said before closing, so that the requests failing then are explained.
+            let _ = tx.send(state);
+            if let ZeroRtt::GaveUp(_) = state {
+                conn.quic.close(app_code::CLOSED.into(), b"no handshake");
             }
-            let _ = tx.send(match taken {
-                true => ZeroRtt::Accepted,
-                false => ZeroRtt::Rejected,
-            });
         });
         conn
     }
@@ -210,7 +202,7 @@ impl Conn {
         };
         let mut early = early.clone();
         let outcome = early.wait_for(|state| *state != ZeroRtt::Pending).await;
-        !matches!(outcome.as_deref(), Ok(ZeroRtt::Rejected) | Err(_))
+        matches!(outcome.as_deref(), Ok(ZeroRtt::Accepted))
     }
 
     fn build(
@@ -224,7 +216,6 @@ impl Conn {
             address: crate::config::canonical(quic.remote_address()),
             fingerprint: std::sync::OnceLock::new(),
             early,
-            handshake_failed: std::sync::OnceLock::new(),
             zero_rtt_used: std::sync::atomic::AtomicBool::new(false),
             quic,
             outbound,
@@ -269,16 +260,18 @@ impl Conn {
         limit: u64,
     ) -> Result<Message, Error> {
         let mut early = false;
-        let outcome = match self
-            .exchange(head.clone(), payload.clone(), limit, &mut early)
-            .await
-        {
+        // Kept for a second try only where there can be one.
+        let again = self
+            .early
+            .is_some()
+            .then(|| (head.clone(), payload.clone()));
+        let outcome = match (self.exchange(head, payload, limit, &mut early).await, again) {
             // Sent in 0-RTT, which the server refused: it never saw the request, which
             // goes again now that the handshake is done.
-            Err(_) if early && !self.zero_rtt_taken().await => {
+            (Err(_), Some((head, payload))) if early && !self.zero_rtt_taken().await => {
                 self.exchange(head, payload, limit, &mut early).await
             }
-            outcome => outcome,
+            (outcome, _) => outcome,
         };
         outcome.map_err(|e| self.explain(e))
     }
@@ -287,10 +280,14 @@ impl Conn {
     /// certificate the server rejected after the handshake, an idle timeout, …), or for
     /// a connection that began in 0-RTT, a handshake that did not end in time.
     pub(crate) fn explain(&self, error: Error) -> Error {
-        if let (Error::ConnectionLost(_) | Error::Closed, Some(failed)) =
-            (&error, self.handshake_failed.get())
+        let gave_up = self.early.as_ref().map(|early| *early.borrow());
+        if let (Error::ConnectionLost(_) | Error::Closed, Some(ZeroRtt::GaveUp(after))) =
+            (&error, gave_up)
         {
-            return failed.clone();
+            return Error::Connect {
+                addr: self.address.to_string(),
+                reason: format!("no handshake within {} ms", after.as_millis()),
+            };
         }
         match (error, self.quic.close_reason()) {
             (Error::ConnectionLost(_), Some(reason)) => connection_error(reason),

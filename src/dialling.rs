@@ -40,17 +40,16 @@ impl Dialling {
         tls: rustls::ClientConfig,
         transport: Arc<quinn::TransportConfig>,
     ) -> Result<Self, Error> {
-        let zero_rtt = tls.enable_early_data;
-        let mut dialling = Dialling {
+        let shared = match tls.enable_early_data {
+            true => None,
+            false => Some(build(tls.clone(), &transport)?),
+        };
+        Ok(Dialling {
             tls: Arc::new(tls),
             transport,
-            shared: None,
+            shared,
             per_peer: Mutex::default(),
-        };
-        if !zero_rtt {
-            dialling.shared = Some(dialling.build((*dialling.tls).clone())?);
-        }
-        Ok(dialling)
+        })
     }
 
     /// The configuration for dialling `addr`.
@@ -66,19 +65,22 @@ impl Dialling {
         tls.resumption = rustls::client::Resumption::store(Arc::new(
             rustls::client::ClientSessionMemoryCache::new(SESSIONS_PER_PEER),
         ));
-        let config = self.build(tls)?;
+        let config = build(tls, &self.transport)?;
         if per_peer.len() >= PEERS {
             per_peer.clear();
         }
         per_peer.insert(addr, config.clone());
         Ok(config)
     }
+}
 
-    fn build(&self, tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, Error> {
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-            .map_err(|e| Error::Tls(e.to_string()))?;
-        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(self.transport.clone());
-        Ok(config)
-    }
+fn build(
+    tls: rustls::ClientConfig,
+    transport: &Arc<quinn::TransportConfig>,
+) -> Result<quinn::ClientConfig, Error> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport.clone());
+    Ok(config)
 }
