@@ -48,6 +48,17 @@ function put32(buf, at, value) {
   buf[at + 3] = value
 }
 
+// And read byte by byte (Buffer's readUInt16BE/readUInt32BE look up the method and check
+// the range on every call): past the end of a batch these read undefined bytes, so each
+// record is checked against the batch's length before it is used (`truncatedBatch`).
+function get16(buf, at) {
+  return (buf[at] << 8) | buf[at + 1]
+}
+
+function get32(buf, at) {
+  return ((buf[at] << 24) | (buf[at + 1] << 16) | (buf[at + 2] << 8) | buf[at + 3]) >>> 0
+}
+
 /** Writes `text` at `at` if it is all ASCII and returns its length, else -1. */
 function writeAscii(buf, text, at) {
   const n = text.length
@@ -196,23 +207,30 @@ class BatchWriter {
 function readFrame(buf, at) {
   const kind = buf[at + 1]
   const json = (buf[at + 2] & FLAG_JSON) !== 0
-  const fieldsLen = buf.readUInt32BE(at + 4)
-  const payloadLen = buf.readUInt32BE(at + 8)
+  const fieldsLen = get32(buf, at + 4)
+  const payloadLen = get32(buf, at + 8)
   let p = at + HEADER
-  const idLen = buf.readUInt16BE(p)
+  const idLen = get16(buf, p)
   const id = idLen === 0 ? '' : buf.toString('utf8', p + 2, p + 2 + idLen)
   p += 2 + idLen
-  const typeLen = buf.readUInt16BE(p)
+  const typeLen = get16(buf, p)
   const type = typeLen === 0 ? '' : buf.toString('utf8', p + 2, p + 2 + typeLen)
   p += 2 + typeLen
-  const streamLen = buf.readUInt16BE(p)
+  const streamLen = get16(buf, p)
   // Empty fields (a reply's channel) skip the call into C++.
   const streamId = streamLen === 0 ? '' : buf.toString('utf8', p + 2, p + 2 + streamLen)
   p += 2 + streamLen
-  const metaLen = buf.readUInt32BE(p)
+  const metaLen = get32(buf, p)
   const metadata = metaLen === 0 ? undefined : buf.toString('utf8', p + 4, p + 4 + metaLen)
   const payloadStart = at + HEADER + fieldsLen
-  return { kind, json, id, type, streamId, metadata, payloadStart, payloadEnd: payloadStart + payloadLen }
+  const payloadEnd = payloadStart + payloadLen
+  // (The payload may be elsewhere: eventFrame checks that it is all there.)
+  if (p + 4 + metaLen !== payloadStart || payloadStart > buf.length) throw truncatedBatch()
+  return { kind, json, id, type, streamId, metadata, payloadStart, payloadEnd }
+}
+
+function truncatedBatch() {
+  return new Error('agentic-flow-quic: a malformed record in a batch from the native side')
 }
 
 /**
@@ -223,6 +241,7 @@ function readFrame(buf, at) {
 function eventFrame(buf, at, code, detached, next) {
   const frame = readFrame(buf, at)
   if ((code & DETACHED) === 0) {
+    if (frame.payloadEnd > buf.length) throw truncatedBatch()
     frame.src = buf
     frame.end = frame.payloadEnd
     return frame
@@ -252,49 +271,52 @@ function readEvents(buf, sink, detached) {
     at += 1
     switch (event) {
       case Event.PEER: {
-        const idx = buf.readUInt32BE(at)
-        const addrLen = buf.readUInt16BE(at + 4)
+        const idx = get32(buf, at)
+        const addrLen = get16(buf, at + 4)
         const address = buf.toString('utf8', at + 6, at + 6 + addrLen)
         at += 6 + addrLen
-        const fpLen = buf.readUInt16BE(at)
+        const fpLen = get16(buf, at)
         const peer = { address }
         if (fpLen > 0) peer.fingerprint = buf.toString('utf8', at + 2, at + 2 + fpLen)
         at += 2 + fpLen
+        if (at > buf.length) throw truncatedBatch()
         peers[idx] = peer
         break
       }
       case Event.REPLY: {
-        const token = buf.readUInt32BE(at)
+        const token = get32(buf, at)
         const frame = eventFrame(buf, at + 4, code, detached, next)
         at = frame.end
         sink.reply(token, frame.src, frame)
         break
       }
       case Event.FAILED: {
-        const token = buf.readUInt32BE(at)
-        const codeLen = buf.readUInt16BE(at + 4)
+        const token = get32(buf, at)
+        const codeLen = get16(buf, at + 4)
         const code = buf.toString('latin1', at + 6, at + 6 + codeLen)
         at += 6 + codeLen
-        const msgLen = buf.readUInt32BE(at)
+        const msgLen = get32(buf, at)
         const message = buf.toString('utf8', at + 4, at + 4 + msgLen)
         at += 4 + msgLen
+        if (at > buf.length) throw truncatedBatch()
         sink.failed(token, code, message)
         break
       }
       case Event.SENT:
-        sink.sent(buf.readUInt32BE(at))
+        if (at + 4 > buf.length) throw truncatedBatch()
+        sink.sent(get32(buf, at))
         at += 4
         break
       case Event.REQUEST: {
-        const token = buf.readUInt32BE(at)
-        const peer = peers[buf.readUInt32BE(at + 4)]
+        const token = get32(buf, at)
+        const peer = peers[get32(buf, at + 4)]
         const frame = eventFrame(buf, at + 8, code, detached, next)
         at = frame.end
         sink.request(token, frame.src, frame, peer)
         break
       }
       case Event.MESSAGE: {
-        const peer = peers[buf.readUInt32BE(at)]
+        const peer = peers[get32(buf, at)]
         const frame = eventFrame(buf, at + 4, code, detached, next)
         at = frame.end
         sink.message(frame.src, frame, peer)

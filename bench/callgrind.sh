@@ -6,6 +6,7 @@
 # Runs `count` requests of `size` bytes, 64 in flight, between bench/server.mjs and
 # bench/client.mjs; the measured side runs under valgrind from its first request to its
 # last (startup is not counted). Prints instructions per request and the top functions.
+# KEEP=<dir> copies callgrind's output files there, to read with callgrind_annotate.
 # (Rust frames have names only in an unstripped build: CARGO_PROFILE_RELEASE_STRIP=none
 # npm run build.)
 set -euo pipefail
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 side=${1:-server} transport=${2:-quic} count=${3:-20000} size=${4:-1024}
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap '[ -n "${KEEP:-}" ] && cp -r "$work" "$KEEP"; rm -rf "$work"' EXIT
 node bench/make-cert.mjs "$work"
 grind=(valgrind --tool=callgrind "--callgrind-out-file=$work/cg.out" --log-file="$work/valgrind.log")
 server_prefix=()
