@@ -36,7 +36,13 @@ else
 fi
 echo quit >&"${SERVER[1]}"
 wait
-total() { cat "$@" | awk '/^(summary|totals):/ { s += $2 } END { printf "%d", s }'; }
+# Each file's total (its `summary:` and `totals:` lines give it twice), summed; %.0f as
+# mawk's %d stops at 2^31 - 1.
+total() {
+  local sum=0 f
+  for f in "$@"; do sum=$((sum + $(awk '/^(summary|totals):/ { v = $2 } END { printf "%.0f", v }' "$f"))); done
+  echo "$sum"
+}
 ir=$(total "$work"/cg.out*)
 if [ "$side" = client ]; then ir=$((ir - $(total "$work/one.out"))); fi
 echo "$side ($transport): $((ir / count)) instructions per request ($ir for $count requests of $size B, 64 in flight)"
