@@ -225,6 +225,36 @@ test('timeoutMs gives ERR_TIMEOUT; requestTimeoutMs is the default', async () =>
   await closeAll(server, client)
 })
 
+test('requests made in one tick keep their own timeout and abort', async () => {
+  // Requests submitted together share a timer per timeout (one task in Rust): each must
+  // still settle by its own timeout, abort alone, and settle once.
+  const server = await listener()
+  server.onRequest((msg) => (msg.type === 'slow' ? new Promise((resolve) => setTimeout(() => resolve('late'), 1000)) : 'now'))
+  const client = await dialer(server, { requestTimeoutMs: 10_000 })
+  const addr = addrOf(server)
+  await client.connect(addr)
+  const controller = new AbortController()
+  const start = Date.now()
+  const calls = [
+    ...Array.from({ length: 5 }, () => client.request(addr, { type: 'fast' }, { timeoutMs: 300 })),
+    ...Array.from({ length: 5 }, () => client.request(addr, { type: 'slow' }, { timeoutMs: 300 })),
+    ...Array.from({ length: 3 }, () => client.request(addr, { type: 'slow' }, { timeoutMs: 5000 })),
+    client.request(addr, { type: 'slow' }, { timeoutMs: 5000, signal: controller.signal }),
+    client.request(addr, { type: 'slow' }),
+  ].map((call) => call.then((reply) => reply.payload, (err) => err.code))
+  setTimeout(() => controller.abort(), 50)
+  const outcomes = await Promise.all(calls)
+  assert.deepEqual(outcomes, [
+    ...Array(5).fill('now'),
+    ...Array(5).fill('ERR_TIMEOUT'),
+    ...Array(3).fill('late'),
+    'ERR_ABORTED',
+    'late',
+  ])
+  assert.ok(Date.now() - start < 4000, `took ${Date.now() - start} ms`)
+  await closeAll(server, client)
+})
+
 test("a listener's requestTimeoutMs answers for a handler that never settles", async () => {
   const server = await listener({ requestTimeoutMs: 300 })
   server.onRequest((msg) => (msg.type === 'hang' ? new Promise(() => {}) : 'ok'))

@@ -354,19 +354,29 @@ impl Endpoint {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        let limit = self.config.max_message_bytes;
         let deadline = timeout.unwrap_or(self.config.request_timeout);
-        let exchange = async {
-            let conn = self.connection(addr).await?;
-            conn.request(head, payload, limit).await
-        };
         tokio::select! {
-            outcome = tokio::time::timeout(deadline, exchange) => match outcome {
-                Ok(reply) => reply.map_err(|e| self.closed_or(e)),
-                Err(_) => Err(Error::Timeout { what: "request", ms: deadline.as_millis() as u64 }),
-            },
+            outcome = tokio::time::timeout(deadline, self.exchange_encoded(addr, head, payload)) => {
+                outcome.unwrap_or_else(|_| Err(request_timeout(deadline)))
+            }
             _ = self.closed() => Err(Error::Closed),
         }
+    }
+
+    /// [`Endpoint::request_encoded`] without its deadline and its watch for the close: for
+    /// a caller that keeps one of each for many requests.
+    pub(crate) async fn exchange_encoded(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        head: bytes::Bytes,
+        payload: bytes::Bytes,
+    ) -> Result<Message, Error> {
+        let exchange = async {
+            let conn = self.connection(addr).await?;
+            conn.request(head, payload, self.config.max_message_bytes)
+                .await
+        };
+        exchange.await.map_err(|e| self.closed_or(e))
     }
 
     /// Queues one-way messages for `addr`; the future resolves when QUIC took them all.
@@ -515,6 +525,14 @@ async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) 
 /// that is lower.
 pub(crate) fn initial_stream_allowance(max: u32) -> u32 {
     INITIAL_STREAMS.min(max)
+}
+
+/// The error of a request not answered within `deadline`.
+pub(crate) fn request_timeout(deadline: Duration) -> Error {
+    Error::Timeout {
+        what: "request",
+        ms: deadline.as_millis() as u64,
+    }
 }
 
 /// The initial per-connection stream allowance (each direction). Chosen so that an idle

@@ -51,6 +51,9 @@ mod message;
 mod outbox;
 mod pool;
 mod reply;
+// Used by the Node binding; built and tested without it too.
+#[cfg_attr(not(feature = "node"), allow(dead_code))]
+mod request_group;
 mod server;
 mod socket;
 mod stats;

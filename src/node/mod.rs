@@ -19,7 +19,7 @@ mod wake;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,6 +43,7 @@ use crate::config::{parse_peer_address, TransportConfig, TransportOptions};
 use crate::error::Error;
 use crate::handler::BoxFuture;
 use crate::outbox::OutgoingFrame;
+use crate::request_group::{GroupRequest, RequestGroup};
 use crate::{QuicClient, QuicServer};
 
 /// Resolved peer addresses kept per transport (names such as `localhost` are resolved
@@ -130,7 +131,8 @@ pub struct NativeTransport {
     handler: Arc<JsHandler>,
     events: Arc<Events>,
     listening: Option<SocketAddr>,
-    cancels: Arc<Mutex<HashMap<u32, oneshot::Sender<()>>>>,
+    /// Requests JS may abort, by token (`cancel(token)`).
+    cancels: Cancels,
     addresses: Mutex<HashMap<String, SocketAddr>>,
     /// Closes the transport if the JS environment ends first; removed by `close()`.
     exit_hook: std::cell::RefCell<Option<ExitHook>>,
@@ -242,8 +244,10 @@ impl NativeTransport {
                 last = Some((raw, addr));
                 Ok(addr)
             };
-            // Requests to start and replies to write, in order, on the runtime.
+            // Replies to write, in order, on the runtime.
             let mut work: Vec<BoxFuture<()>> = Vec::new();
+            // Requests to start, by timeout (a batch's requests mostly share one).
+            let mut groups: Vec<RequestGroup> = Vec::new();
             for command in commands {
                 match command.map_err(to_js)? {
                     Command::Request {
@@ -255,13 +259,24 @@ impl NativeTransport {
                     } => {
                         let prepared = resolve(addr).and_then(|a| frame.map(|f| (a, f)));
                         match prepared {
-                            Ok((addr, frame)) => work.push(self.request_task(
-                                token,
-                                cancellable,
-                                timeout_ms,
-                                addr,
-                                frame,
-                            )),
+                            Ok((addr, frame)) => {
+                                let timeout = (timeout_ms > 0)
+                                    .then(|| Duration::from_millis(timeout_ms as u64));
+                                let at = groups
+                                    .iter()
+                                    .position(|g| g.timeout == timeout)
+                                    .unwrap_or_else(|| {
+                                        groups.push(RequestGroup::new(timeout));
+                                        groups.len() - 1
+                                    });
+                                groups[at].push(GroupRequest {
+                                    token,
+                                    addr,
+                                    head: frame.head,
+                                    payload: frame.payload,
+                                    abort: cancellable.then(|| self.abort_handle(token)),
+                                });
+                            }
                             Err(e) => self.events.failed(token, &e),
                         }
                     }
@@ -302,6 +317,17 @@ impl NativeTransport {
                 }
             }
             self.flush_sends(sends);
+            for group in groups {
+                let events = self.events.clone();
+                let cancels = self.cancels.clone();
+                let report = move |token, abortable, reply| {
+                    if abortable {
+                        lock(&cancels).remove(&token);
+                    }
+                    events.reply(token, reply);
+                };
+                work.push(Box::pin(group.run(self.client.endpoint.clone(), report)));
+            }
             self.run(work);
             Ok(())
         })
@@ -327,11 +353,7 @@ impl NativeTransport {
     /// Aborts the request started with `token` (no-op if it already settled).
     #[napi(catch_unwind)]
     pub fn cancel(&self, token: u32) {
-        let cancel = self
-            .cancels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&token);
+        let cancel = lock(&self.cancels).remove(&token);
         if let Some(cancel) = cancel {
             let _ = cancel.send(());
         }
@@ -405,7 +427,7 @@ impl NativeTransport {
             client.close().await;
             handler.abandon_all();
             events.close();
-            cancels.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            lock(&cancels).clear();
             Ok(())
         })
     }
@@ -458,45 +480,11 @@ impl NativeTransport {
         });
     }
 
-    /// A request's whole life: sent, answered (or failed), and reported as an event.
-    fn request_task(
-        &self,
-        token: u32,
-        cancellable: bool,
-        timeout_ms: u32,
-        addr: SocketAddr,
-        frame: crate::codec::TakenFrame,
-    ) -> BoxFuture<()> {
-        let endpoint = self.client.endpoint.clone();
-        let events = self.events.clone();
-        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
-        let cancelled = cancellable.then(|| {
-            let (tx, rx) = oneshot::channel::<()>();
-            self.cancels
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(token, tx);
-            rx
-        });
-        let cancels = self.cancels.clone();
-        Box::pin(async move {
-            let exchange = endpoint.request_encoded(addr, frame.head, frame.payload, timeout);
-            let reply = match cancelled {
-                Some(rx) => {
-                    let reply = tokio::select! {
-                        reply = exchange => reply,
-                        Ok(()) = rx => Err(Error::Aborted),
-                    };
-                    cancels
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&token);
-                    reply
-                }
-                None => exchange.await,
-            };
-            events.reply(token, reply);
-        })
+    /// Where `cancel(token)` aborts a request from.
+    fn abort_handle(&self, token: u32) -> oneshot::Receiver<()> {
+        let (abort, aborted) = oneshot::channel();
+        lock(&self.cancels).insert(token, abort);
+        aborted
     }
 
     fn flush_sends(&self, sends: Option<(SocketAddr, Vec<OutgoingFrame>)>) {
@@ -511,4 +499,11 @@ impl NativeTransport {
             }
         }
     }
+}
+
+/// Requests JS may abort, by token.
+type Cancels = Arc<Mutex<HashMap<u32, oneshot::Sender<()>>>>;
+
+fn lock(cancels: &Cancels) -> MutexGuard<'_, HashMap<u32, oneshot::Sender<()>>> {
+    cancels.lock().unwrap_or_else(|e| e.into_inner())
 }
