@@ -466,18 +466,32 @@ impl NativeTransport {
     /// reply leaves in a datagram (and a `sendmsg`) of its own; and from a task of its own
     /// per write, the runtime runs the woken driver straight after each task. Done in one
     /// turn of one task, a batch's writes are all made before the driver runs once.
-    fn run(&self, work: Vec<BoxFuture<()>>) {
-        if work.is_empty() {
-            return;
-        }
+    ///
+    /// A single piece (one request, or one group of them, as with one request in
+    /// flight) is that task itself, its first poll made in one turn: a task less to make
+    /// and run than polling it from another.
+    fn run(&self, mut work: Vec<BoxFuture<()>>) {
         let tasks = self.client.endpoint.tasks.clone();
-        tasks.clone().spawn(async move {
-            crate::connection::in_one_turn(|| {
-                for piece in work {
-                    crate::reply::spawn_polled(&tasks, piece);
-                }
-            })
-        });
+        if work.len() == 1 {
+            if let Some(mut piece) = work.pop() {
+                let mut first = true;
+                tasks.spawn(std::future::poll_fn(move |cx| {
+                    if std::mem::take(&mut first) {
+                        crate::connection::in_one_turn(|| piece.as_mut().poll(cx))
+                    } else {
+                        piece.as_mut().poll(cx)
+                    }
+                }));
+            }
+        } else if !work.is_empty() {
+            tasks.clone().spawn(async move {
+                crate::connection::in_one_turn(|| {
+                    for piece in work {
+                        crate::reply::spawn_polled(&tasks, piece);
+                    }
+                })
+            });
+        }
     }
 
     /// Where `cancel(token)` aborts a request from.
