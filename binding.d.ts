@@ -31,9 +31,13 @@ export declare class NativeTransport {
    * Carries out a batch of commands (see `commands.rs`), with the payloads of its
    * DETACHED commands in order. Outcomes arrive as events.
    *
+   * Requests start in the order JS made them, in one group per timeout
+   * (`request_group.rs`), each group where its first request was.
+   *
    * # Errors
-   * Throws `[ERR_PROTOCOL]` when the batch does not parse; then none of the commands
-   * after the bad one ran.
+   * Throws `[ERR_PROTOCOL]` when the batch does not parse; then none of its requests
+   * and replies ran, and JS fails all its calls (sends before the bad command may have
+   * been queued already).
    */
   submit(batch: Uint8Array, detached?: Array<Buffer> | undefined | null): void
   /**

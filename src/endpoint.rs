@@ -527,6 +527,14 @@ pub(crate) fn initial_stream_allowance(max: u32) -> u32 {
     INITIAL_STREAMS.min(max)
 }
 
+#[cfg(test)]
+impl Endpoint {
+    /// Marks the endpoint as closing, as `close` does first, without the rest of it.
+    pub(crate) fn begin_closing(&self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
 /// The error of a request not answered within `deadline`.
 pub(crate) fn request_timeout(deadline: Duration) -> Error {
     Error::Timeout {

@@ -83,8 +83,10 @@ impl RequestGroup {
     /// once the group's deadline passed, [`Error::Aborted`], [`Error::Closed`] once the
     /// endpoint closes, …). `abortable` says whether the request had an abort handle.
     ///
-    /// All requests are written in the future's first poll. Dropping the future drops
-    /// the unsettled requests unreported, resetting their streams.
+    /// The future's first poll writes every request whose connection is up and that has
+    /// a stream (the others as soon as they do). A reply that is there when the deadline
+    /// passes is reported, not the timeout. Dropping the future drops the unsettled
+    /// requests unreported, resetting their streams.
     pub(crate) fn run<R>(
         mut self,
         endpoint: Arc<Endpoint>,
@@ -164,7 +166,10 @@ async fn together<R>(
                 settled[index] = true;
             }
         };
+        // Biased: a reply that arrived with the deadline counts, as with one request's
+        // own timer (`tokio::time::timeout` polls what it times first).
         tokio::select! {
+            biased;
             () = all_settled => None,
             () = tokio::time::sleep(deadline) => Some(request_timeout(deadline)),
             () = endpoint.closed() => Some(Error::Closed),
@@ -254,6 +259,7 @@ mod tests {
         let server = QuicServer::bind(TransportConfig::default(), SlowOrFast).unwrap();
         let client = QuicClient::new(trusting(&server.fingerprint())).unwrap();
         let addr = server.local_addr();
+        client.connect(addr).await.unwrap();
         // Odd tokens are slow. One request alone (its own timer), and a group.
         for tokens in [1..2, 0..6] {
             let mut group = RequestGroup::new(Some(Duration::from_millis(300)));
@@ -359,6 +365,36 @@ mod tests {
                     .all(|(_, _, outcome)| *outcome == Err(Error::Closed)),
                 "{all:?}"
             );
+        }
+        server.close().await;
+    }
+
+    #[tokio::test]
+    async fn requests_fail_with_closed_as_soon_as_the_close_begins() {
+        // Before any connection is closed: what settles them is the group's close watch
+        // (or a lone request's own).
+        let server = QuicServer::bind(TransportConfig::default(), SlowOrFast).unwrap();
+        let addr = server.local_addr();
+        for size in [1, 4] {
+            let client = QuicClient::new(trusting(&server.fingerprint())).unwrap();
+            client.connect(addr).await.unwrap();
+            let mut group = RequestGroup::new(None);
+            for token in 0..size {
+                group.push(request(token, "slow", addr));
+            }
+            let outcomes = start(group, &client);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let started = Instant::now();
+            client.endpoint.begin_closing();
+            wait_for(&outcomes, size as usize).await;
+            assert!(started.elapsed() < Duration::from_secs(1));
+            let all = sorted(&outcomes);
+            assert!(
+                all.iter()
+                    .all(|(_, _, outcome)| *outcome == Err(Error::Closed)),
+                "{all:?}"
+            );
+            client.close().await;
         }
         server.close().await;
     }

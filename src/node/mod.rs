@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{
-    within_runtime_if_available, Buffer, BufferSlice, FnArgs, Function, PromiseRaw, Unknown,
+    within_runtime_if_available, BufferSlice, FnArgs, Function, PromiseRaw, Unknown,
 };
 use napi::Env;
 use napi_derive::napi;
@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 
 use self::commands::{Command, Commands};
 use self::error::{to_js, IntoJs};
-use self::events::Events;
+use self::events::{Batch, Events};
 use self::exit_hook::ExitHook;
 use self::handler::{JsHandler, SharedHandler};
 use self::message::JsIncoming;
@@ -153,7 +153,7 @@ impl NativeTransport {
     pub fn create(
         env: Env,
         options: JsTransportOptions,
-        on_events: Function<'_, FnArgs<(Buffer, Option<Vec<Payload>>)>, Unknown<'static>>,
+        on_events: Function<'_, FnArgs<(Batch, Option<Vec<Payload>>)>, Unknown<'static>>,
     ) -> napi::Result<Self> {
         let config = TransportConfig::try_from(TransportOptions::from(options)).into_js()?;
         let events = Arc::new(Events::new(on_events)?);
@@ -216,9 +216,13 @@ impl NativeTransport {
     /// Carries out a batch of commands (see `commands.rs`), with the payloads of its
     /// DETACHED commands in order. Outcomes arrive as events.
     ///
+    /// Requests start in the order JS made them, in one group per timeout
+    /// (`request_group.rs`), each group where its first request was.
+    ///
     /// # Errors
-    /// Throws `[ERR_PROTOCOL]` when the batch does not parse; then none of the commands
-    /// after the bad one ran.
+    /// Throws `[ERR_PROTOCOL]` when the batch does not parse; then none of its requests
+    /// and replies ran, and JS fails all its calls (sends before the bad command may have
+    /// been queued already).
     #[napi(catch_unwind)]
     pub fn submit(&self, batch: &[u8], detached: Option<Vec<BufferSlice>>) -> napi::Result<()> {
         let commands = commands(
@@ -244,12 +248,25 @@ impl NativeTransport {
                 last = Some((raw, addr));
                 Ok(addr)
             };
-            // Replies to write, in order, on the runtime.
+            // Replies to write and request groups to start, in order, on the runtime.
             let mut work: Vec<BoxFuture<()>> = Vec::new();
-            // Requests to start, by timeout (a batch's requests mostly share one).
-            let mut groups: Vec<RequestGroup> = Vec::new();
+            // Requests to start, by timeout (a batch's requests mostly share one), and
+            // where in `work` each group goes.
+            let mut groups: Vec<(RequestGroup, usize)> = Vec::new();
+            // Requests given an abort handle, forgotten if the batch turns out bad.
+            let mut abortable: Vec<u32> = Vec::new();
             for command in commands {
-                match command.map_err(to_js)? {
+                let command = match command {
+                    Ok(command) => command,
+                    Err(e) => {
+                        let mut cancels = lock(&self.cancels);
+                        for token in abortable {
+                            cancels.remove(&token);
+                        }
+                        return Err(to_js(e));
+                    }
+                };
+                match command {
                     Command::Request {
                         token,
                         cancellable,
@@ -264,12 +281,15 @@ impl NativeTransport {
                                     .then(|| Duration::from_millis(timeout_ms as u64));
                                 let at = groups
                                     .iter()
-                                    .position(|g| g.timeout == timeout)
+                                    .position(|(g, _)| g.timeout == timeout)
                                     .unwrap_or_else(|| {
-                                        groups.push(RequestGroup::new(timeout));
+                                        groups.push((RequestGroup::new(timeout), work.len()));
                                         groups.len() - 1
                                     });
-                                groups[at].push(GroupRequest {
+                                if cancellable {
+                                    abortable.push(token);
+                                }
+                                groups[at].0.push(GroupRequest {
                                     token,
                                     addr,
                                     head: frame.head,
@@ -317,7 +337,8 @@ impl NativeTransport {
                 }
             }
             self.flush_sends(sends);
-            for group in groups {
+            // From the last, so that the places of the earlier ones stay where they were.
+            for (group, at) in groups.into_iter().rev() {
                 let events = self.events.clone();
                 let cancels = self.cancels.clone();
                 let report = move |token, abortable, reply| {
@@ -326,7 +347,8 @@ impl NativeTransport {
                     }
                     events.reply(token, reply);
                 };
-                work.push(Box::pin(group.run(self.client.endpoint.clone(), report)));
+                let started = group.run(self.client.endpoint.clone(), report);
+                work.insert(at, Box::pin(started));
             }
             self.run(work);
             Ok(())

@@ -335,11 +335,12 @@ mod imp {
 mod imp {
     use std::sync::{Arc, Mutex};
 
-    use napi::bindgen_prelude::{Buffer, FnArgs};
+    use napi::bindgen_prelude::FnArgs;
     use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
     use napi::Status;
 
     use super::*;
+    use crate::node::events::Batch;
 
     type EventFn = ThreadsafeFunction<(), Unknown<'static>, EventArgs, Status, false, true>;
 
@@ -363,7 +364,7 @@ mod imp {
                 .weak::<true>()
                 // A call that finds nothing pending passes an empty batch.
                 .build_callback(move |_ctx| {
-                    Ok(take().unwrap_or_else(|| FnArgs::from((Buffer::from(Vec::new()), None))))
+                    Ok(take().unwrap_or_else(|| FnArgs::from((Batch(Vec::new()), None))))
                 })?;
             Ok(JsWake(Arc::new(Mutex::new(Some(deliver)))))
         }
