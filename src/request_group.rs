@@ -262,7 +262,7 @@ mod tests {
         client.connect(addr).await.unwrap();
         // Odd tokens are slow. One request alone (its own timer), and a group.
         for tokens in [1..2, 0..6] {
-            let mut group = RequestGroup::new(Some(Duration::from_millis(300)));
+            let mut group = RequestGroup::new(Some(Duration::from_millis(800)));
             for token in tokens.clone() {
                 group.push(request(
                     token,
@@ -290,7 +290,7 @@ mod tests {
                             e,
                             Error::Timeout {
                                 what: "request",
-                                ms: 300
+                                ms: 800
                             }
                         );
                     }
