@@ -130,6 +130,48 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     limit: u64,
 ) -> Result<Option<(FrameKind, Message)>, Error> {
+    match read_wire_frame(reader, limit).await? {
+        Some(frame) => Ok(Some((frame.kind, frame.into_message()?))),
+        None => Ok(None),
+    }
+}
+
+/// A frame read whole, its fields checked but not copied out of it: the Node binding
+/// hands a reply to JS as it came (decoding it into a [`Message`] and encoding it again
+/// cost three allocations per reply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WireFrame {
+    pub(crate) kind: FrameKind,
+    /// The header and fields, as on the wire.
+    pub(crate) head: Bytes,
+    pub(crate) payload: Bytes,
+}
+
+impl WireFrame {
+    /// The frame as a message, its fields copied out.
+    ///
+    /// # Errors
+    /// None in practice: the fields were checked when the frame was read.
+    pub(crate) fn into_message(self) -> Result<Message, Error> {
+        let json = self.head[2] & FLAG_JSON != 0;
+        let fields = Fields::parse(&self.head[HEADER_LEN..])?;
+        Ok(Message {
+            payload: self.payload,
+            encoding: if json {
+                Encoding::Json
+            } else {
+                Encoding::Binary
+            },
+            ..fields.to_message()
+        })
+    }
+}
+
+/// [`read_frame`], the frame kept as it was read.
+pub(crate) async fn read_wire_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    limit: u64,
+) -> Result<Option<WireFrame>, Error> {
     let mut header = [0u8; HEADER_LEN];
     let mut filled = 0;
     while filled < HEADER_LEN {
@@ -142,35 +184,40 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         }
         filled += n;
     }
-    let (kind, json, fields_len, payload_len) = parse_header(&header)?;
+    let (kind, _, fields_len, payload_len) = parse_header(&header)?;
     let size = fields_len as u64 + payload_len as u64;
     if size > limit {
         return Err(Error::MessageTooLarge { size, limit });
     }
-    let fields = read_exactly(reader, fields_len as usize).await?;
-    let payload = read_exactly(reader, payload_len as usize).await?;
-    let mut message = parse_fields(&fields)?;
-    message.payload = payload.freeze();
-    message.encoding = if json {
-        Encoding::Json
-    } else {
-        Encoding::Binary
-    };
-    Ok(Some((kind, message)))
+    let head_len = HEADER_LEN + fields_len as usize;
+    let mut head = crate::buffer::with_capacity(head_len);
+    head.put_slice(&header);
+    read_into(reader, &mut head, head_len).await?;
+    Fields::parse(&head[HEADER_LEN..])?;
+    let mut payload = crate::buffer::with_capacity(payload_len as usize);
+    read_into(reader, &mut payload, payload_len as usize).await?;
+    Ok(Some(WireFrame {
+        kind,
+        head: head.freeze(),
+        payload: payload.freeze(),
+    }))
 }
 
-/// Reads exactly `len` bytes into a fresh buffer, without zeroing it first (a 64 MiB
-/// payload would otherwise be written twice).
-async fn read_exactly<R: AsyncRead + Unpin>(reader: &mut R, len: usize) -> Result<BytesMut, Error> {
-    let mut buf = crate::buffer::with_capacity(len);
+/// Reads into `buf` until it holds `len` bytes, without zeroing its room first (a
+/// 64 MiB payload would otherwise be written twice).
+async fn read_into<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    len: usize,
+) -> Result<(), Error> {
     while buf.len() < len {
         let remaining = len - buf.len();
-        let mut window = (&mut buf).limit(remaining);
+        let mut window = buf.limit(remaining);
         if reader.read_buf(&mut window).await.map_err(io_error)? == 0 {
             return Err(Error::Protocol("stream ended inside a frame".into()));
         }
     }
-    Ok(buf)
+    Ok(())
 }
 
 /// Checks that the stream ends here, after the last frame.

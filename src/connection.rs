@@ -258,7 +258,7 @@ impl Conn {
         head: bytes::Bytes,
         payload: bytes::Bytes,
         limit: u64,
-    ) -> Result<Message, Error> {
+    ) -> Result<codec::WireFrame, Error> {
         let mut early = false;
         // Kept for a second try only where there can be one.
         let again = self
@@ -302,7 +302,7 @@ impl Conn {
         payload: bytes::Bytes,
         limit: u64,
         early: &mut bool,
-    ) -> Result<Message, Error> {
+    ) -> Result<codec::WireFrame, Error> {
         let _in_flight = self.in_flight();
         let _permit = self.streams.acquire().await.map_err(|_| Error::Closed)?;
         // A request alone on the connection, or one of a batch its caller starts in one
@@ -346,7 +346,7 @@ impl Conn {
             }
         }
         let read = async {
-            let reply = codec::read_frame(&mut stream.recv, limit).await?;
+            let reply = codec::read_wire_frame(&mut stream.recv, limit).await?;
             // Reading the end of the stream spares quinn a STOP_SENDING for unread data.
             codec::expect_end(&mut stream.recv).await?;
             Ok(reply)
@@ -364,13 +364,17 @@ impl Conn {
         };
         stream.settled = true;
         match reply {
-            Some((FrameKind::Response, message)) => Ok(message),
-            Some((FrameKind::Error, message)) => Err(Error::from_remote(
-                &message.kind,
-                String::from_utf8_lossy(&message.payload).into_owned(),
-            )),
-            Some((kind, _)) => Err(Error::Protocol(format!(
-                "expected a reply, got a {kind:?} frame"
+            Some(frame) if frame.kind == FrameKind::Response => Ok(frame),
+            Some(frame) if frame.kind == FrameKind::Error => {
+                let message = frame.into_message()?;
+                Err(Error::from_remote(
+                    &message.kind,
+                    String::from_utf8_lossy(&message.payload).into_owned(),
+                ))
+            }
+            Some(frame) => Err(Error::Protocol(format!(
+                "expected a reply, got a {:?} frame",
+                frame.kind
             ))),
             None => Err(Error::Protocol(
                 "the peer closed the stream without a reply".into(),

@@ -340,17 +340,20 @@ impl Endpoint {
         message.ensure_id();
         let limit = self.config.max_message_bytes;
         let (head, payload) = codec::encode(FrameKind::Request, &message, limit)?;
-        self.request_encoded(addr, head, payload, timeout).await
+        self.request_encoded(addr, head, payload, timeout)
+            .await?
+            .into_message()
     }
 
-    /// [`Endpoint::request`] for a request frame encoded already (its size checked).
+    /// [`Endpoint::request`] for a request frame encoded already (its size checked); the
+    /// reply as it was read.
     pub(crate) async fn request_encoded(
         self: &Arc<Self>,
         addr: SocketAddr,
         head: bytes::Bytes,
         payload: bytes::Bytes,
         timeout: Option<Duration>,
-    ) -> Result<Message, Error> {
+    ) -> Result<codec::WireFrame, Error> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
@@ -370,7 +373,7 @@ impl Endpoint {
         addr: SocketAddr,
         head: bytes::Bytes,
         payload: bytes::Bytes,
-    ) -> Result<Message, Error> {
+    ) -> Result<codec::WireFrame, Error> {
         let exchange = async {
             let conn = self.connection(addr).await?;
             conn.request(head, payload, self.config.max_message_bytes)

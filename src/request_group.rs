@@ -16,9 +16,9 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::oneshot;
 
+use crate::codec::WireFrame;
 use crate::endpoint::{request_timeout, Endpoint};
 use crate::error::Error;
-use crate::message::Message;
 
 /// One request of a group: an encoded request frame (its size checked) for `addr`.
 pub(crate) struct GroupRequest {
@@ -36,8 +36,8 @@ impl GroupRequest {
     /// abort fires first, and reports the outcome.
     async fn settle<E, R>(self, exchange: impl FnOnce(SocketAddr, Bytes, Bytes) -> E, report: &R)
     where
-        E: Future<Output = Result<Message, Error>>,
-        R: Fn(u32, bool, Result<Message, Error>),
+        E: Future<Output = Result<WireFrame, Error>>,
+        R: Fn(u32, bool, Result<WireFrame, Error>),
     {
         let GroupRequest {
             token,
@@ -93,7 +93,7 @@ impl RequestGroup {
         report: R,
     ) -> impl Future<Output = ()> + Send + 'static
     where
-        R: Fn(u32, bool, Result<Message, Error>) + Send + Sync + 'static,
+        R: Fn(u32, bool, Result<WireFrame, Error>) + Send + Sync + 'static,
     {
         let deadline = self.timeout.unwrap_or(endpoint.config.request_timeout);
         let lone = match (self.requests.pop(), self.requests.is_empty()) {
@@ -119,7 +119,7 @@ impl RequestGroup {
 /// client instructions per request than before groups; this way, 1% more).
 async fn alone<R>(request: GroupRequest, deadline: Duration, endpoint: Arc<Endpoint>, report: R)
 where
-    R: Fn(u32, bool, Result<Message, Error>),
+    R: Fn(u32, bool, Result<WireFrame, Error>),
 {
     let exchange =
         |addr, head, payload| endpoint.request_encoded(addr, head, payload, Some(deadline));
@@ -133,7 +133,7 @@ async fn together<R>(
     endpoint: Arc<Endpoint>,
     report: R,
 ) where
-    R: Fn(u32, bool, Result<Message, Error>),
+    R: Fn(u32, bool, Result<WireFrame, Error>),
 {
     let tokens: Vec<(u32, bool)> = requests
         .iter()
@@ -188,7 +188,7 @@ mod tests {
     use super::*;
     use crate::codec::{self, FrameKind};
     use crate::config::trusting;
-    use crate::{BoxFuture, Handler, Peer, QuicClient, QuicServer, TransportConfig};
+    use crate::{BoxFuture, Handler, Message, Peer, QuicClient, QuicServer, TransportConfig};
     use std::sync::Mutex;
     use std::time::Instant;
 
@@ -210,7 +210,7 @@ mod tests {
         }
     }
 
-    type Outcomes = Arc<Mutex<Vec<(u32, bool, Result<Message, Error>)>>>;
+    type Outcomes = Arc<Mutex<Vec<(u32, bool, Result<WireFrame, Error>)>>>;
 
     fn request(token: u32, kind: &str, addr: SocketAddr) -> GroupRequest {
         let mut message = Message::binary(kind, token.to_be_bytes().to_vec());
@@ -248,7 +248,7 @@ mod tests {
         }
     }
 
-    fn sorted(outcomes: &Outcomes) -> Vec<(u32, bool, Result<Message, Error>)> {
+    fn sorted(outcomes: &Outcomes) -> Vec<(u32, bool, Result<WireFrame, Error>)> {
         let mut all = outcomes.lock().unwrap().clone();
         all.sort_by_key(|(token, _, _)| *token);
         all

@@ -37,7 +37,7 @@ use tokio::sync::{Notify, Semaphore};
 use super::payload::Payload;
 use super::wake::JsWake;
 
-use crate::codec::{self, FrameKind};
+use crate::codec::{self, FrameKind, WireFrame};
 use crate::error::Error;
 use crate::handler::Peer;
 use crate::message::Message;
@@ -183,6 +183,16 @@ impl Events {
                 }
                 Err(e) => self.failed(token, &e),
             },
+            Err(e) => self.failed(token, &e),
+        }
+    }
+
+    /// A reply as it was read from its stream (a Response frame), or why there is none.
+    pub(crate) fn reply_frame(&self, token: u32, result: Result<WireFrame, Error>) {
+        match result {
+            Ok(frame) => self.push(0, |p| {
+                put_record(p, REPLY, &token.to_be_bytes(), &frame.head, frame.payload);
+            }),
             Err(e) => self.failed(token, &e),
         }
     }

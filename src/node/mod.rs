@@ -345,7 +345,7 @@ impl NativeTransport {
                     if abortable {
                         lock(&cancels).remove(&token);
                     }
-                    events.reply(token, reply);
+                    events.reply_frame(token, reply);
                 };
                 let started = group.run(self.client.endpoint.clone(), report);
                 work.insert(at, Box::pin(started));
