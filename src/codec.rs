@@ -122,8 +122,9 @@ fn put_short_text(out: &mut BytesMut, name: &str, text: &str) -> Result<(), Erro
 ///
 /// # Errors
 /// [`Error::MessageTooLarge`] when the header announces a body over `limit` (nothing more
-/// is read), [`Error::Protocol`] for a malformed frame, [`Error::ConnectionLost`] when the
-/// stream fails.
+/// is read), [`Error::Protocol`] for a malformed frame (its fields are checked before its
+/// payload is read, so malformed fields fail without reading on), [`Error::ConnectionLost`]
+/// when the stream fails.
 ///
 /// Not cancel-safe: a frame may be partly consumed.
 pub async fn read_frame<R: AsyncRead + Unpin>(
