@@ -154,18 +154,24 @@ impl WireFrame {
     /// # Errors
     /// None in practice: the fields were checked when the frame was read.
     pub(crate) fn into_message(self) -> Result<Message, Error> {
-        let json = self.head[2] & FLAG_JSON != 0;
-        let fields = Fields::parse(&self.head[HEADER_LEN..])?;
-        Ok(Message {
-            payload: self.payload,
-            encoding: if json {
-                Encoding::Json
-            } else {
-                Encoding::Binary
-            },
-            ..fields.to_message()
-        })
+        head_message(&self.head, self.payload)
     }
+}
+
+/// The message of a frame whose header and fields are `head` (checked already), with
+/// `payload`.
+fn head_message(head: &[u8], payload: Bytes) -> Result<Message, Error> {
+    let json = head[2] & FLAG_JSON != 0;
+    let fields = Fields::parse(&head[HEADER_LEN..])?;
+    Ok(Message {
+        payload,
+        encoding: if json {
+            Encoding::Json
+        } else {
+            Encoding::Binary
+        },
+        ..fields.to_message()
+    })
 }
 
 /// [`read_frame`], the frame kept as it was read.
@@ -257,18 +263,7 @@ impl TakenFrame {
     /// # Errors
     /// None in practice: the fields were checked when the frame was taken.
     pub(crate) fn into_message(self) -> Result<Message, Error> {
-        let json = self.head[2] & FLAG_JSON != 0;
-        let fields = Fields::parse(&self.head[HEADER_LEN..])?;
-        Ok(Message {
-            channel: self.channel,
-            payload: self.payload,
-            encoding: if json {
-                Encoding::Json
-            } else {
-                Encoding::Binary
-            },
-            ..fields.to_message()
-        })
+        head_message(&self.head, self.payload)
     }
 }
 

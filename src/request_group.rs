@@ -78,6 +78,14 @@ impl RequestGroup {
         self.requests.push(request);
     }
 
+    /// The tokens of the requests that have an abort handle.
+    pub(crate) fn abortable(&self) -> impl Iterator<Item = u32> + '_ {
+        self.requests
+            .iter()
+            .filter(|r| r.abort.is_some())
+            .map(|r| r.token)
+    }
+
     /// Sends every request and reports each outcome once, as `report(token, abortable,
     /// outcome)`: the reply, or why there is none (the peer's error, [`Error::Timeout`]
     /// once the group's deadline passed, [`Error::Aborted`], [`Error::Closed`] once the
@@ -96,12 +104,9 @@ impl RequestGroup {
         R: Fn(u32, bool, Result<WireFrame, Error>) + Send + Sync + 'static,
     {
         let deadline = self.timeout.unwrap_or(endpoint.config.request_timeout);
-        let lone = match (self.requests.pop(), self.requests.is_empty()) {
-            (Some(request), true) => Some(request),
-            (last, _) => {
-                self.requests.extend(last);
-                None
-            }
+        let lone = match self.requests.len() {
+            1 => self.requests.pop(),
+            _ => None,
         };
         async move {
             match lone {
@@ -135,17 +140,12 @@ async fn together<R>(
 ) where
     R: Fn(u32, bool, Result<WireFrame, Error>),
 {
-    let tokens: Vec<(u32, bool)> = requests
+    // Token and abortable of each request until it settles. (On a closed endpoint each
+    // request settles at once: it finds no connection.)
+    let mut unsettled: Vec<Option<(u32, bool)>> = requests
         .iter()
-        .map(|r| (r.token, r.abort.is_some()))
+        .map(|r| Some((r.token, r.abort.is_some())))
         .collect();
-    if endpoint.is_closed() {
-        for &(token, abortable) in &tokens {
-            report(token, abortable, Err(Error::Closed));
-        }
-        return;
-    }
-    let mut settled = vec![false; tokens.len()];
     let ended = {
         let mut pending: FuturesUnordered<_> = requests
             .into_iter()
@@ -163,7 +163,7 @@ async fn together<R>(
             .collect();
         let all_settled = async {
             while let Some(index) = pending.next().await {
-                settled[index] = true;
+                unsettled[index] = None;
             }
         };
         // Biased: a reply that arrived with the deadline counts, as with one request's
@@ -177,7 +177,7 @@ async fn together<R>(
         // The unsettled requests are dropped here, which resets their streams.
     };
     if let Some(error) = ended {
-        for (&(token, abortable), _) in tokens.iter().zip(&settled).filter(|(_, s)| !**s) {
+        for (token, abortable) in unsettled.into_iter().flatten() {
             report(token, abortable, Err(error.clone()));
         }
     }
@@ -338,6 +338,23 @@ mod tests {
         server.close().await;
     }
 
+    /// `size` slow requests under the default timeout.
+    fn slow_group(size: u32, addr: SocketAddr) -> RequestGroup {
+        let mut group = RequestGroup::new(None);
+        for token in 0..size {
+            group.push(request(token, "slow", addr));
+        }
+        group
+    }
+
+    fn assert_all_closed(all: &[(u32, bool, Result<WireFrame, Error>)]) {
+        assert!(
+            all.iter()
+                .all(|(_, _, outcome)| *outcome == Err(Error::Closed)),
+            "{all:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_close_fails_every_unsettled_request_with_closed() {
         let server = QuicServer::bind(TransportConfig::default(), SlowOrFast).unwrap();
@@ -348,11 +365,7 @@ mod tests {
             let mut config = trusting(&server.fingerprint());
             config.max_concurrent_streams = 2;
             let client = QuicClient::new(config).unwrap();
-            let mut group = RequestGroup::new(None);
-            for token in 0..size {
-                group.push(request(token, "slow", addr));
-            }
-            let outcomes = start(group, &client);
+            let outcomes = start(slow_group(size, addr), &client);
             tokio::time::sleep(Duration::from_millis(100)).await;
             let started = Instant::now();
             client.close().await;
@@ -360,11 +373,7 @@ mod tests {
             assert!(started.elapsed() < Duration::from_secs(2));
             let all = sorted(&outcomes);
             assert_eq!(all.len(), size as usize);
-            assert!(
-                all.iter()
-                    .all(|(_, _, outcome)| *outcome == Err(Error::Closed)),
-                "{all:?}"
-            );
+            assert_all_closed(&all);
         }
         server.close().await;
     }
@@ -378,22 +387,14 @@ mod tests {
         for size in [1, 4] {
             let client = QuicClient::new(trusting(&server.fingerprint())).unwrap();
             client.connect(addr).await.unwrap();
-            let mut group = RequestGroup::new(None);
-            for token in 0..size {
-                group.push(request(token, "slow", addr));
-            }
-            let outcomes = start(group, &client);
+            let outcomes = start(slow_group(size, addr), &client);
             tokio::time::sleep(Duration::from_millis(100)).await;
             let started = Instant::now();
             client.endpoint.begin_closing();
             wait_for(&outcomes, size as usize).await;
             assert!(started.elapsed() < Duration::from_secs(1));
             let all = sorted(&outcomes);
-            assert!(
-                all.iter()
-                    .all(|(_, _, outcome)| *outcome == Err(Error::Closed)),
-                "{all:?}"
-            );
+            assert_all_closed(&all);
             client.close().await;
         }
         server.close().await;

@@ -253,14 +253,13 @@ impl NativeTransport {
             // Requests to start, by timeout (a batch's requests mostly share one), and
             // where in `work` each group goes.
             let mut groups: Vec<(RequestGroup, usize)> = Vec::new();
-            // Requests given an abort handle, forgotten if the batch turns out bad.
-            let mut abortable: Vec<u32> = Vec::new();
             for command in commands {
                 let command = match command {
                     Ok(command) => command,
                     Err(e) => {
+                        // None of the batch's requests starts: their abort handles go.
                         let mut cancels = lock(&self.cancels);
-                        for token in abortable {
+                        for token in groups.iter().flat_map(|(group, _)| group.abortable()) {
                             cancels.remove(&token);
                         }
                         return Err(to_js(e));
@@ -286,9 +285,6 @@ impl NativeTransport {
                                         groups.push((RequestGroup::new(timeout), work.len()));
                                         groups.len() - 1
                                     });
-                                if cancellable {
-                                    abortable.push(token);
-                                }
                                 groups[at].0.push(GroupRequest {
                                     token,
                                     addr,
