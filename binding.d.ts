@@ -49,6 +49,7 @@ export declare class NativeTransport {
   /** Aborts the request started with `token` (no-op if it already settled). */
   cancel(token: number): void
   connect(addr: string): Promise<undefined>
+  disconnect(addr: string): Promise<boolean>
   receive(addr?: string | undefined | null, streamId?: string | undefined | null): Promise<JsIncoming>
   stats(): JsStats
   /** Closes everything; pending calls fail with `ERR_CLOSED`. Idempotent. */

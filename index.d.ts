@@ -240,6 +240,16 @@ export declare class QuicTransport {
   /** Opens (or reuses) the pooled connection to `addr` (`'host:port'`) and resolves once the handshake is done. */
   connect(addr: string): Promise<void>
 
+  /**
+   * Closes the connections with `addr` (`'host:port'`): the one this transport dialled and
+   * one `addr` opened to it. Resolves to whether there was one. One-way messages already
+   * sent on them are read by the peer first (waiting at most 2 s, as `close()` does);
+   * requests still waiting for a reply on them fail with `ERR_CONNECTION_LOST`. The next
+   * request to `addr` dials again, resuming the TLS session (in 0-RTT with `zeroRtt`).
+   * Rejects with `ERR_INVALID_ARG` for a bad address, `ERR_CLOSED` after `close()`.
+   */
+  disconnect(addr: string): Promise<boolean>
+
   /** Sends a request to `addr` and resolves to the reply (`type: 'response'`, same `id`). */
   request<R = unknown>(addr: string, msg: AgentMessage, options?: RequestOptions): Promise<ReceivedMessage<R>>
 

@@ -360,6 +360,23 @@ class QuicTransport {
     }
   }
 
+  /**
+   * Closes the connections with `addr` (the one this transport dialled and one `addr`
+   * opened to it) and resolves to whether there was one. One-way messages already sent
+   * on them are read by the peer first; requests still waiting for a reply on them fail
+   * with ERR_CONNECTION_LOST. The next request to `addr` dials again, resuming the TLS
+   * session (in 0-RTT with `zeroRtt`).
+   */
+  async disconnect(addr) {
+    checkAddr(addr)
+    if (this.#closing) throw closedError()
+    try {
+      return await this.#native.disconnect(addr)
+    } catch (err) {
+      throw fromNative(err)
+    }
+  }
+
   /** Sends a request and resolves to the reply AgentMessage. */
   request(addr, msg, options = {}) {
     try {

@@ -67,6 +67,20 @@ impl QuicClient {
             .map_err(|e| self.endpoint.closed_or(e))
     }
 
+    /// Closes this client's connections with `addr`: the one it dialled and one `addr`
+    /// opened to it. One-way messages already sent on them are read by the peer first
+    /// (as at [`QuicClient::close`], waiting at most [`crate::CLOSE_GRACE`]); requests
+    /// still waiting for a reply on them fail with [`Error::ConnectionLost`]. The next
+    /// request to `addr` dials again, resuming the TLS session (in 0-RTT with
+    /// `zero_rtt`). A dial still under way is not affected. Returns whether there was a
+    /// connection to close.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the client is closed.
+    pub async fn disconnect(&self, addr: SocketAddr) -> Result<bool, Error> {
+        self.endpoint.disconnect(addr).await
+    }
+
     /// Sends `request` to `addr` and returns the reply, within the configured
     /// `request_timeout`. The reply travels on the request's own stream.
     ///

@@ -66,6 +66,8 @@ pub(crate) struct Conn {
     channels_accepted: AtomicU64,
     channels_reading: AtomicUsize,
     channels_changed: tokio::sync::Notify,
+    /// Closed by [`Conn::disconnect`]: what fails on it then says so.
+    disconnected: std::sync::atomic::AtomicBool,
     /// Requests the peer has in flight here, and the stream allowances it was given
     /// (grown towards `max_streams` as they are used).
     requests_open: AtomicUsize,
@@ -217,6 +219,7 @@ impl Conn {
             fingerprint: std::sync::OnceLock::new(),
             early,
             zero_rtt_used: std::sync::atomic::AtomicBool::new(false),
+            disconnected: std::sync::atomic::AtomicBool::new(false),
             quic,
             outbound,
             streams: Semaphore::new(max_streams as usize),
@@ -280,6 +283,14 @@ impl Conn {
     /// certificate the server rejected after the handshake, an idle timeout, …), or for
     /// a connection that began in 0-RTT, a handshake that did not end in time.
     pub(crate) fn explain(&self, error: Error) -> Error {
+        if let Error::ConnectionLost(_) | Error::Closed = error {
+            if self.disconnected.load(Ordering::Acquire) {
+                return Error::ConnectionLost(format!(
+                    "the connection with {} was closed by disconnect()",
+                    self.address
+                ));
+            }
+        }
         let gave_up = self.early.as_ref().map(|early| *early.borrow());
         if let (Error::ConnectionLost(_) | Error::Closed, Some(ZeroRtt::GaveUp(after))) =
             (&error, gave_up)
@@ -508,6 +519,15 @@ impl Conn {
         let goodbye = Message::binary("goodbye", opened.to_be_bytes().to_vec());
         let (head, payload) = codec::encode(FrameKind::Goodbye, &goodbye, u64::MAX)?;
         self.request(head, payload, 1024).await.map(|_| ())
+    }
+
+    /// Closes the connection once the peer has read the one-way messages sent on it
+    /// ([`Conn::say_goodbye`], waiting at most `grace`); requests still in flight on it
+    /// fail with [`Error::ConnectionLost`].
+    pub(crate) async fn disconnect(&self, grace: std::time::Duration) {
+        let _ = tokio::time::timeout(grace, self.say_goodbye()).await;
+        self.disconnected.store(true, Ordering::Release);
+        self.quic.close(app_code::CLOSED.into(), b"disconnected");
     }
 
     /// Completes once `count` peer channel streams were accepted and all are read.

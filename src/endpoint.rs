@@ -436,6 +436,16 @@ impl Endpoint {
         self.pool.connections().iter().map(|c| c.stats()).collect()
     }
 
+    /// Closes the connections with `addr` ([`Conn::disconnect`]); whether there was one.
+    pub(crate) async fn disconnect(&self, addr: SocketAddr) -> Result<bool, Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let connections = self.pool.take(addr);
+        futures_join(connections.iter().map(|conn| conn.disconnect(CLOSE_GRACE))).await;
+        Ok(!connections.is_empty())
+    }
+
     /// Fails everything pending with `Closed`, closes every connection and frees the
     /// socket. Waits at most [`CLOSE_GRACE`] for peers to acknowledge. Idempotent.
     pub(crate) async fn close(&self) {

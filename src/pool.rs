@@ -163,6 +163,30 @@ impl Pool {
         inbound.get(&addr).filter(|c| c.is_open()).cloned()
     }
 
+    /// Takes the open connections with `addr` out of the pool, the dialled ones (under
+    /// any server name) and the one the peer opened; a dial still under way stays.
+    pub(crate) fn take(&self, addr: SocketAddr) -> Vec<Arc<Conn>> {
+        let mut taken = Vec::new();
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|key, slot| match slot {
+                Slot::Ready(conn) if key.addr == addr => {
+                    taken.push(conn.clone());
+                    false
+                }
+                _ => true,
+            });
+        let inbound = self
+            .inbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&addr);
+        taken.extend(inbound);
+        taken.retain(|conn| conn.is_open());
+        taken
+    }
+
     /// Forgets every connection (at close, once they are closed).
     pub(crate) fn clear(&self) {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();

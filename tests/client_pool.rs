@@ -10,6 +10,14 @@ use std::time::Duration;
 use agentic_flow_quic::{Message, QuicClient, QuicServer, TransportConfig};
 use common::*;
 
+/// A request that must succeed.
+async fn task(client: &QuicClient, addr: std::net::SocketAddr) {
+    client
+        .request(addr, Message::binary("task", vec![]))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_hundred_concurrent_first_requests_share_one_connection() {
     let server = server(Recorder::default());
@@ -51,10 +59,7 @@ async fn an_idle_connection_is_evicted_and_the_next_use_dials_again() {
     let mut client_config = trusting(&server);
     client_config.max_idle_timeout = Duration::from_millis(200);
     let client = QuicClient::new(client_config).unwrap();
-    client
-        .request(server.local_addr(), Message::binary("task", vec![]))
-        .await
-        .unwrap();
+    task(&client, server.local_addr()).await;
     assert!(
         eventually(Duration::from_secs(3), || client.pool_stats().closed == 1).await,
         "{:?}",
@@ -62,10 +67,7 @@ async fn an_idle_connection_is_evicted_and_the_next_use_dials_again() {
     );
     let stats = client.pool_stats();
     assert_eq!((stats.active, stats.idle), (0, 0));
-    client
-        .request(server.local_addr(), Message::binary("task", vec![]))
-        .await
-        .unwrap();
+    task(&client, server.local_addr()).await;
     assert_eq!(client.pool_stats().created, 2);
     assert_eq!(client.pool_stats().misses, 2);
     client.close().await;
@@ -94,10 +96,7 @@ async fn a_lost_connection_leaves_the_pool_and_is_redialled() {
     let server = server(Recorder::default());
     let addr = server.local_addr();
     let client = client_for(&server);
-    client
-        .request(addr, Message::binary("task", vec![]))
-        .await
-        .unwrap();
+    task(&client, addr).await;
     server.close().await;
     assert!(eventually(Duration::from_secs(3), || client.pool_stats().closed == 1).await);
 
@@ -130,10 +129,7 @@ async fn a_lost_connection_leaves_the_pool_and_is_redialled() {
 async fn connection_stats_report_the_path_mtu_that_discovery_found() {
     let server = server(Recorder::default());
     let client = client_for(&server);
-    client
-        .request(server.local_addr(), Message::binary("task", vec![]))
-        .await
-        .unwrap();
+    task(&client, server.local_addr()).await;
     let mtu = || client.connection_stats().first().map_or(0, |c| c.mtu);
     // quinn starts at 1200 bytes and probes upwards after the handshake; loopback
     // carries far larger datagrams, so discovery raises it.
@@ -142,6 +138,119 @@ async fn connection_stats_report_the_path_mtu_that_discovery_found() {
         "mtu stayed at {}",
         mtu()
     );
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn disconnect_closes_the_connection_and_the_next_use_dials_again() {
+    let server = server(Recorder::default());
+    let addr = server.local_addr();
+    let client = client_for(&server);
+    assert!(
+        !client.disconnect(addr).await.unwrap(),
+        "nothing to close before the first use"
+    );
+    task(&client, addr).await;
+    assert!(client.disconnect(addr).await.unwrap());
+    assert!(client.connection_stats().is_empty());
+    assert!(!client.disconnect(addr).await.unwrap(), "closed already");
+    // The server sees the connection close.
+    assert!(
+        eventually(Duration::from_secs(3), || server
+            .client()
+            .connection_stats()
+            .is_empty())
+        .await
+    );
+    task(&client, addr).await;
+    let stats = client.pool_stats();
+    assert_eq!((stats.created, stats.misses), (2, 2), "{stats:?}");
+    assert!(eventually(Duration::from_secs(3), || client.pool_stats().closed == 1).await);
+    client.close().await;
+    let err = client.disconnect(addr).await.unwrap_err();
+    assert_eq!(err.code(), agentic_flow_quic::ErrorCode::Closed, "{err}");
+    server.close().await;
+}
+
+#[tokio::test]
+async fn a_request_in_flight_when_its_connection_is_disconnected_fails_as_lost() {
+    let recorder = Recorder::default();
+    let server = server(recorder.clone());
+    let addr = server.local_addr();
+    let client = client_for(&server);
+    let slow = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .request(addr, Message::binary("sleep", b"5000".to_vec()))
+                .await
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(3), || recorder
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1)
+        .await
+    );
+    assert!(client.disconnect(addr).await.unwrap());
+    let err = slow.await.unwrap().unwrap_err();
+    assert_eq!(
+        err.code(),
+        agentic_flow_quic::ErrorCode::ConnectionLost,
+        "{err}"
+    );
+    assert!(err.to_string().contains("disconnect()"), "{err}");
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn one_way_messages_sent_before_disconnect_are_delivered() {
+    let recorder = Recorder {
+        slow_channel: Some(("slow".into(), Duration::from_millis(20))),
+        ..Recorder::default()
+    };
+    let server = server(recorder.clone());
+    let addr = server.local_addr();
+    let client = client_for(&server);
+    for i in 0..10u8 {
+        client
+            .send(addr, Message::binary("note", vec![i]).with_channel("slow"))
+            .await
+            .unwrap();
+    }
+    assert!(client.disconnect(addr).await.unwrap());
+    assert_eq!(recorder.messages.lock().unwrap().len(), 10);
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn a_listener_disconnects_a_peer_that_dialled_it() {
+    let server = server(Recorder::default());
+    let addr = server.local_addr();
+    let client = client_for(&server);
+    task(&client, addr).await;
+    let listener = server.client();
+    assert!(
+        eventually(Duration::from_secs(3), || listener.connection_stats().len()
+            == 1)
+        .await
+    );
+    let peer = listener.connection_stats()[0].remote_address;
+    assert!(listener.disconnect(peer).await.unwrap());
+    assert!(listener.connection_stats().is_empty());
+    // The client's pooled connection closes with it, and its next request dials again.
+    assert!(
+        eventually(Duration::from_secs(3), || client
+            .connection_stats()
+            .is_empty())
+        .await
+    );
+    task(&client, addr).await;
+    assert_eq!(client.pool_stats().created, 2);
     client.close().await;
     server.close().await;
 }

@@ -120,6 +120,28 @@ async fn a_reconnect_sends_its_first_requests_in_0rtt() {
 }
 
 #[tokio::test]
+async fn after_disconnect_the_next_request_resumes_in_0rtt() {
+    let server = server(true, Recorder::default());
+    let addr = server.local_addr();
+    let client = client_for(&server);
+    echo(&client, addr, "first").await;
+    let mut used = false;
+    for _ in 0..5 {
+        // The session tickets come after the handshake's end; give them time to arrive.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(client.disconnect(addr).await.unwrap());
+        echo(&client, addr, "again").await;
+        used = eventually(Duration::from_millis(150), || zero_rtt(&client)).await;
+        if used {
+            break;
+        }
+    }
+    assert!(used, "no reconnect after disconnect() used 0-RTT");
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
 async fn without_0rtt_on_the_server_a_reconnect_makes_a_full_handshake() {
     let server = server(false, Recorder::default());
     let addr = server.local_addr();

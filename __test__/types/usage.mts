@@ -64,6 +64,7 @@ export async function main(): Promise<void> {
   const rtt: number | undefined = stats.connections[0]?.rttMs
   const early: boolean | undefined = stats.connections[0]?.zeroRtt
   const hits: number = stats.pool.hits
+  const hadConnection: boolean = await client.disconnect(addr)
 
   try {
     await client.request(addr, { type: 'task' })

@@ -385,6 +385,13 @@ impl NativeTransport {
     }
 
     #[napi(catch_unwind)]
+    pub fn disconnect<'e>(&self, env: &'e Env, addr: String) -> napi::Result<PromiseRaw<'e, bool>> {
+        let client = self.client.clone();
+        let addr = self.resolve(&addr);
+        env.spawn_future(async move { client.disconnect(addr.into_js()?).await.into_js() })
+    }
+
+    #[napi(catch_unwind)]
     pub fn receive<'e>(
         &self,
         env: &'e Env,
