@@ -2,10 +2,15 @@
 // Runs one scenario against a server started by bench/server.mjs and prints one JSON line.
 // Scenarios (parameters with defaults):
 //   connect  count=20          new connection + first 64 B reply, each time: latency samples
-//   resume   count=20          one transport reconnecting (its connection closed for
-//                              idleness) + first 64 B reply, each time: latency samples
-//                              (adapters with connectResuming: 0-RTT for quic)
+//   resume   count=20          one transport reconnecting (its connection just closed
+//                              with disconnect()) + first 64 B reply, each time: latency
+//                              samples, and how many reconnects resumed in 0-RTT
+//                              (adapters with connectResuming: quic)
 //   rtt      seconds=3 size=64 one request in flight: latency samples
+//   idle     count=40 gap=55   one 64 B request after `gap` ms with nothing to do, each
+//                              time: latency samples (what waking from idle costs; not
+//                              in `npm run bench`: bash bench/ab.sh 3 idle <dir>:quic
+//                              <dir>:tcp-tls -- gap=55)
 //   rps      seconds=3 size=1024 concurrency=64: requests/s
 //   oneway   count=200000 size=1024 window=4096: sends (the receiver counts; see run.mjs)
 //   bulk     size=67108864 count=3: one payload echoed, MB/s each way
@@ -56,8 +61,25 @@ const scenarios = {
     const payload = Buffer.alloc(64, 1)
     await client.request(payload) // the first connection: a full handshake, and a session
     const samples = []
+    let resumed = 0
     for (let i = 0; i < param('count', 20); i++) {
-      await client.disconnected()
+      await client.disconnect() // not timed, as `connect` does not time closing
+      const start = now()
+      await client.request(payload)
+      samples.push(msSince(start))
+      if (await client.resumed()) resumed++
+    }
+    await client.close()
+    return { ...latencySummary(samples), resumed }
+  },
+
+  async idle() {
+    const client = await connect()
+    const payload = Buffer.alloc(64, 7)
+    await client.request(payload)
+    const samples = []
+    for (let i = 0; i < param('count', 40); i++) {
+      await new Promise((resolve) => setTimeout(resolve, param('gap', 55)))
       const start = now()
       await client.request(payload)
       samples.push(msSince(start))

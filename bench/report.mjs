@@ -14,6 +14,7 @@ const ROWS = [
   ['connect p99 (ms)', 'connect', 'p99Ms', 2],
   ['0-RTT reconnect p50 (ms), reconnect + first reply', 'resume', 'p50Ms', 2],
   ['0-RTT reconnect p99 (ms)', 'resume', 'p99Ms', 2],
+  ['reconnects that resumed in 0-RTT', 'resume', 'resumed', 0],
   ['spawn10 (wall ms), 10 agents connect and request at once', 'spawn10', 'wallMs', 1],
   ['memory (KiB per idle connection, server RSS)', 'memory', 'bytesPerConnection', 1, 1 / 1024],
 ]

@@ -66,10 +66,10 @@ const PARAMS = QUICK
       memory: { count: 1000 },
     }
 // What the pure-Rust peer (examples/bench_peer.rs) can run.
-const RUST_SCENARIOS = new Set(['connect', 'rtt', 'rps', 'bulk'])
-// `resume` (a reconnect in 0-RTT) is measured for this package only; its target
-// compares it with the other transports' `connect`.
-const RESUME_TRANSPORTS = new Set(['quic'])
+const RUST_SCENARIOS = new Set(['connect', 'resume', 'rtt', 'rps', 'bulk'])
+// `resume` (a reconnect in 0-RTT) is measured for this package and its Rust core; its
+// target compares it with the other transports' `connect`.
+const RESUME_TRANSPORTS = new Set(['quic', 'rust-quic'])
 const LOSS_RATES = [1, 5]
 const LOSS_SCENARIOS = ['rtt', 'rps']
 const HOST = '127.0.0.1'

@@ -26,7 +26,7 @@ const WARM_UP: Duration = Duration::from_secs(1);
 
 const USAGE: &str = "usage:
   bench_peer server --host H --port P --cert cert.pem --key key.pem [--runtime R]
-  bench_peer client --host H --port P --ca cert.pem --scenario rps|rtt|bulk|connect
+  bench_peer client --host H --port P --ca cert.pem --scenario rps|rtt|bulk|connect|resume
                     [--seconds T] [--concurrency C] [--size BYTES] [--count N] [--runtime R]
   R: multi-thread (tokio's default, one worker per core; the Node binding's) or
      current-thread";
@@ -148,6 +148,8 @@ async fn server(mut args: Args) -> Result<(), Error> {
             key_path: Some(args.required("key").into()),
             ..TlsOptions::default()
         }),
+        // For the `resume` scenario; a client without a session makes a full handshake.
+        zero_rtt: Some(true),
         ..TransportOptions::default()
     });
     args.done();
@@ -188,21 +190,33 @@ async fn client(mut args: Args) -> Result<(), Error> {
     let port: u16 = args.number("port", 0);
     let addr = parse_peer_address("--host", &format!("{host}:{port}"))
         .unwrap_or_else(|e| bad_usage(&e.to_string()));
-    let config = config(TransportOptions {
-        tls: Some(TlsOptions {
-            ca_path: Some(args.required("ca").into()),
-            ..TlsOptions::default()
-        }),
-        ..TransportOptions::default()
+    let tls = Some(TlsOptions {
+        ca_path: Some(args.required("ca").into()),
+        ..TlsOptions::default()
     });
     let scenario = args.required("scenario");
+    // `resume` reconnects in 0-RTT.
+    let resuming = scenario == "resume";
+    let config = config(TransportOptions {
+        tls,
+        zero_rtt: Some(resuming),
+        ..TransportOptions::default()
+    });
     let bulk = scenario == "bulk";
     let seconds: f64 = args.number("seconds", 5.0);
     let concurrency: usize = args.number("concurrency", 64);
-    let size: usize = args.number("size", if bulk { 64 << 20 } else { 1024 });
+    // 64 B in `resume`, as in bench/client.mjs.
+    let size: usize = args.number(
+        "size",
+        match scenario.as_str() {
+            "bulk" => 64 << 20,
+            "resume" => 64,
+            _ => 1024,
+        },
+    );
     let count: usize = args.number("count", if bulk { 5 } else { 50 });
     args.done();
-    if !["rps", "rtt", "bulk", "connect"].contains(&scenario.as_str()) {
+    if !["rps", "rtt", "bulk", "connect", "resume"].contains(&scenario.as_str()) {
         bad_usage(&format!("unknown scenario {scenario:?}"));
     }
     if port == 0 || concurrency == 0 || count == 0 || !(seconds > 0.0 && seconds < 1e6) {
@@ -225,6 +239,38 @@ async fn client(mut args: Args) -> Result<(), Error> {
             client.close().await; // not timed: close waits for the peer's acknowledgement
         }
         println!("{}", latency_json(samples));
+        return Ok(());
+    }
+
+    if resuming {
+        // As bench/client.mjs's `resume`: the first connection makes a full handshake and
+        // leaves a session; each sample is a request just after disconnect(), which
+        // dials again and sends the request with its first packet. One more round trip
+        // before each disconnect() lets the session tickets arrive, which follow the
+        // handshake's end and can come after its first reply.
+        let client = QuicClient::new(config)?;
+        client.request(addr, echo()).await?;
+        let (mut samples, mut resumed) = (Vec::with_capacity(count), 0);
+        for _ in 0..count {
+            client
+                .request(addr, Message::binary("echo", Vec::new()))
+                .await?;
+            client.disconnect(addr).await?;
+            let started = Instant::now();
+            client.request(addr, echo()).await?;
+            samples.push(started.elapsed());
+            // Known once the handshake has ended, which the reply can precede.
+            for _ in 0..20 {
+                if client.connection_stats().iter().any(|c| c.zero_rtt) {
+                    resumed += 1;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        client.close().await;
+        let json = latency_json(samples);
+        println!("{},\"resumed\":{resumed}}}", &json[..json.len() - 1]);
         return Ok(());
     }
 
