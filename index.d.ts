@@ -242,11 +242,14 @@ export declare class QuicTransport {
 
   /**
    * Closes the connections with `addr` (`'host:port'`): the one this transport dialled and
-   * one `addr` opened to it. Resolves to whether there was one. One-way messages already
-   * sent on them are read by the peer first (waiting at most 2 s, as `close()` does);
-   * requests still waiting for a reply on them fail with `ERR_CONNECTION_LOST`. The next
-   * request to `addr` dials again, resuming the TLS session (in 0-RTT with `zeroRtt`).
-   * Rejects with `ERR_INVALID_ARG` for a bad address, `ERR_CLOSED` after `close()`.
+   * one `addr` opened to it (a connection still in its handshake is not affected).
+   * Resolves to whether there was one. One-way messages sent to `addr` before the call
+   * (in this tick too) go first, on that connection, and the peer reads them before it
+   * closes (at most 2 s in all, as at `close()`). Requests still waiting for a reply on it
+   * fail with `ERR_CONNECTION_LOST`. Later calls to `addr` dial again and resume the TLS
+   * session (in 0-RTT with `zeroRtt`); a request made in the same tick may too, if it had
+   * not reached the connection yet. Rejects with `ERR_INVALID_ARG` for a bad address,
+   * `ERR_CLOSED` after `close()`.
    */
   disconnect(addr: string): Promise<boolean>
 

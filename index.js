@@ -362,14 +362,16 @@ class QuicTransport {
 
   /**
    * Closes the connections with `addr` (the one this transport dialled and one `addr`
-   * opened to it) and resolves to whether there was one. One-way messages already sent
-   * on them are read by the peer first; requests still waiting for a reply on them fail
-   * with ERR_CONNECTION_LOST. The next request to `addr` dials again, resuming the TLS
-   * session (in 0-RTT with `zeroRtt`).
+   * opened to it) and resolves to whether there was one. One-way messages sent to
+   * `addr` before the call go first, and the peer reads them before the close; requests
+   * still waiting for a reply fail with ERR_CONNECTION_LOST. The next request to `addr`
+   * dials again, resuming the TLS session (in 0-RTT with `zeroRtt`). See index.d.ts.
    */
   async disconnect(addr) {
     checkAddr(addr)
     if (this.#closing) throw closedError()
+    // This tick's calls go first, as at close().
+    this.#submit()
     try {
       return await this.#native.disconnect(addr)
     } catch (err) {

@@ -251,3 +251,23 @@ test('disconnect(): a request waiting for its reply fails with ERR_CONNECTION_LO
   assert.equal(await codeOf(client.disconnect(addr)), 'ERR_CLOSED')
   await server.close()
 })
+
+test('disconnect(): a message sent in the same tick goes first, on the connection it closes', async () => {
+  const server = await listener()
+  const got = []
+  server.onMessage((msg) => got.push(msg.payload))
+  const client = await dialer(server)
+  const addr = addrOf(server)
+  await client.connect(addr)
+  const sent = client.send(addr, { type: 'note', payload: 'last words' })
+  const start = performance.now()
+  assert.equal(await client.disconnect(addr), true)
+  // The peer confirmed it had read the message; no 2 s grace period ran out.
+  assert.ok(performance.now() - start < 1000, `${performance.now() - start} ms`)
+  await sent
+  assert.ok(await eventually(() => got.length === 1))
+  assert.equal(got[0], 'last words')
+  assert.equal(client.getStats().connections.length, 0, 'no new connection')
+  assert.equal(client.getStats().pool.created, 1)
+  await closeAll(server, client)
+})

@@ -68,15 +68,19 @@ impl QuicClient {
     }
 
     /// Closes this client's connections with `addr`: the one it dialled and one `addr`
-    /// opened to it. One-way messages already sent on them are read by the peer first
-    /// (as at [`QuicClient::close`], waiting at most [`crate::CLOSE_GRACE`]); requests
-    /// still waiting for a reply on them fail with [`Error::ConnectionLost`]. The next
-    /// request to `addr` dials again, resuming the TLS session (in 0-RTT with
-    /// `zero_rtt`). A dial still under way is not affected. Returns whether there was a
-    /// connection to close.
+    /// opened to it (once its handshake is done; a connection still in its handshake is
+    /// not affected). One-way messages queued for `addr` before the call are delivered
+    /// first: written on that connection, and read by the peer before it closes (at most
+    /// [`crate::CLOSE_GRACE`] in all, as at [`QuicClient::close`]). Requests still
+    /// waiting for a reply on it fail with [`Error::ConnectionLost`]. Later calls to
+    /// `addr` dial again and resume the TLS session (in 0-RTT with `zero_rtt`); a request
+    /// started just before this call may too, if it had not reached the connection yet.
+    /// Returns whether there was a connection to close.
     ///
     /// # Errors
     /// [`Error::Closed`] once the client is closed.
+    ///
+    /// Cancel-safe: the disconnect goes on if the future is dropped.
     pub async fn disconnect(&self, addr: SocketAddr) -> Result<bool, Error> {
         self.endpoint.disconnect(addr).await
     }

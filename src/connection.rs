@@ -284,7 +284,7 @@ impl Conn {
     /// a connection that began in 0-RTT, a handshake that did not end in time.
     pub(crate) fn explain(&self, error: Error) -> Error {
         if let Error::ConnectionLost(_) | Error::Closed = error {
-            if self.disconnected.load(Ordering::Acquire) {
+            if self.was_disconnected() {
                 return Error::ConnectionLost(format!(
                     "the connection with {} was closed by disconnect()",
                     self.address
@@ -519,6 +519,11 @@ impl Conn {
         let goodbye = Message::binary("goodbye", opened.to_be_bytes().to_vec());
         let (head, payload) = codec::encode(FrameKind::Goodbye, &goodbye, u64::MAX)?;
         self.request(head, payload, 1024).await.map(|_| ())
+    }
+
+    /// Whether [`Conn::disconnect`] closed it (rather than the peer, or a timeout).
+    pub(crate) fn was_disconnected(&self) -> bool {
+        self.disconnected.load(Ordering::Acquire)
     }
 
     /// Closes the connection once the peer has read the one-way messages sent on it

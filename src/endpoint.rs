@@ -436,14 +436,27 @@ impl Endpoint {
         self.pool.connections().iter().map(|c| c.stats()).collect()
     }
 
-    /// Closes the connections with `addr` ([`Conn::disconnect`]); whether there was one.
-    pub(crate) async fn disconnect(&self, addr: SocketAddr) -> Result<bool, Error> {
+    /// Closes the connections with `addr`; whether there was one. First the writers of
+    /// `addr`'s channels write what is queued and finish their streams, on the pooled
+    /// connection; then the connections leave the pool (the next use dials again), each
+    /// peer confirms it has read every channel stream ([`Conn::disconnect`]), and they
+    /// close. All bounded by [`CLOSE_GRACE`] in all, and done on a task of the
+    /// endpoint's, so that a caller that stops waiting does not leave it half done.
+    pub(crate) async fn disconnect(self: &Arc<Self>, addr: SocketAddr) -> Result<bool, Error> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        let connections = self.pool.take(addr);
-        futures_join(connections.iter().map(|conn| conn.disconnect(CLOSE_GRACE))).await;
-        Ok(!connections.is_empty())
+        let endpoint = self.clone();
+        let done = self.tasks.spawn(async move {
+            let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+            let writers = endpoint.outbox.detach(addr);
+            let _ = tokio::time::timeout_at(deadline, futures_join(writers.into_iter())).await;
+            let connections = endpoint.pool.take(addr);
+            let grace = deadline.saturating_duration_since(tokio::time::Instant::now());
+            futures_join(connections.iter().map(|conn| conn.disconnect(grace))).await;
+            !connections.is_empty()
+        });
+        done.await.map_err(|_| Error::Closed)
     }
 
     /// Fails everything pending with `Closed`, closes every connection and frees the

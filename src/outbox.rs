@@ -49,7 +49,13 @@ struct Outgoing {
 /// The writers, by (peer, channel).
 #[derive(Default)]
 pub(crate) struct Outbox {
-    writers: Mutex<HashMap<Key, mpsc::UnboundedSender<Outgoing>>>,
+    writers: Mutex<HashMap<Key, Writer>>,
+}
+
+/// A channel's writer task: where its messages are queued, and its end.
+struct Writer {
+    queue: mpsc::UnboundedSender<Outgoing>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// Resolves when QUIC has taken every message of one `send`/`send_batch` call.
@@ -102,7 +108,7 @@ impl Outbox {
         frames: Vec<OutgoingFrame>,
     ) {
         let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-        // The previous frame's channel and writer: consecutive frames mostly share one.
+        // The previous frame's channel and queue: consecutive frames mostly share one.
         let mut last: Option<(String, mpsc::UnboundedSender<Outgoing>)> = None;
         for OutgoingFrame {
             channel,
@@ -120,13 +126,14 @@ impl Outbox {
                 _ => {
                     let key = (addr, name.to_owned());
                     let writer = writers.entry(key.clone()).or_insert_with(|| {
-                        let (tx, rx) = mpsc::unbounded_channel();
-                        endpoint
-                            .writers
-                            .spawn(run_writer(endpoint.clone(), key.clone(), rx));
-                        tx
+                        let (queue, rx) = mpsc::unbounded_channel();
+                        let task =
+                            endpoint
+                                .writers
+                                .spawn(run_writer(endpoint.clone(), key.clone(), rx));
+                        Writer { queue, task }
                     });
-                    (key.1, writer.clone())
+                    (key.1, writer.queue.clone())
                 }
             };
             let writer = &last.insert(writer).1;
@@ -151,6 +158,18 @@ impl Outbox {
         } else {
             false
         }
+    }
+
+    /// Lets the writers of `addr`'s channels go: each writes what is queued, finishes its
+    /// stream and waits (bounded) for the peer to acknowledge it, then ends. Returns
+    /// their tasks; a later message to `addr` starts a new writer.
+    pub(crate) fn detach(&self, addr: SocketAddr) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut writers = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        let keys: Vec<Key> = writers.keys().filter(|k| k.0 == addr).cloned().collect();
+        keys.iter()
+            .filter_map(|key| writers.remove(key))
+            .map(|writer| writer.task)
+            .collect()
     }
 
     /// Drops every writer's queue handle (at close).

@@ -140,6 +140,10 @@ impl Pool {
             }
         }
         drop(inbound);
+        if conn.was_disconnected() {
+            // This side closed it: nothing to explain to a later push.
+            return;
+        }
         let mut departed = self.departed.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if departed.len() >= DEPARTED_CAPACITY {

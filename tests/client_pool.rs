@@ -221,8 +221,64 @@ async fn one_way_messages_sent_before_disconnect_are_delivered() {
             .await
             .unwrap();
     }
+    let started = std::time::Instant::now();
     assert!(client.disconnect(addr).await.unwrap());
     assert_eq!(recorder.messages.lock().unwrap().len(), 10);
+    // Delivered because the peer confirmed it had read them, not because the grace
+    // period ran out: the channel's stream was finished first.
+    assert!(
+        started.elapsed() < agentic_flow_quic::CLOSE_GRACE / 2,
+        "{:?}",
+        started.elapsed()
+    );
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn a_message_sent_just_before_disconnect_goes_on_the_connection_it_closes() {
+    let recorder = Recorder::default();
+    let server = server(recorder.clone());
+    let addr = server.local_addr();
+    let client = client_for(&server);
+    client.connect(addr).await.unwrap();
+    // Queued when called; not yet written when disconnect() starts.
+    let sent = client.send(addr, Message::binary("note", b"last".to_vec()));
+    let started = std::time::Instant::now();
+    assert!(client.disconnect(addr).await.unwrap());
+    assert!(
+        started.elapsed() < agentic_flow_quic::CLOSE_GRACE / 2,
+        "{:?}",
+        started.elapsed()
+    );
+    sent.await.unwrap();
+    assert_eq!(recorder.messages.lock().unwrap().len(), 1);
+    assert!(client.connection_stats().is_empty(), "no new connection");
+    assert_eq!(client.pool_stats().created, 1);
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn a_disconnect_whose_caller_stops_waiting_still_closes_the_connection() {
+    let server = server(Recorder::default());
+    let addr = server.local_addr();
+    let client = client_for(&server);
+    // A channel stream, so that the disconnect has a goodbye to wait for.
+    client
+        .send(addr, Message::binary("note", vec![1]))
+        .await
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_micros(1), client.disconnect(addr)).await;
+    assert!(
+        eventually(Duration::from_secs(3), || server
+            .client()
+            .connection_stats()
+            .is_empty())
+        .await,
+        "the server still has the connection"
+    );
+    assert!(client.connection_stats().is_empty());
     client.close().await;
     server.close().await;
 }
