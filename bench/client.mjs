@@ -2,10 +2,11 @@
 // Runs one scenario against a server started by bench/server.mjs and prints one JSON line.
 // Scenarios (parameters with defaults):
 //   connect  count=20          new connection + first 64 B reply, each time: latency samples
-//   resume   count=20          one transport reconnecting (its connection just closed
-//                              with disconnect()) + first 64 B reply, each time: latency
-//                              samples, and how many reconnects resumed in 0-RTT
-//                              (adapters with connectResuming: quic)
+//   resume   count=20 gap=0    one transport reconnecting (its connection just closed
+//                              with disconnect(), then `gap` ms idle) + first 64 B reply,
+//                              each time: latency samples, and how many reconnects
+//                              resumed their session (adapters with connectResuming:
+//                              quic in 0-RTT, tcp-tls with TLS session resumption)
 //   rtt      seconds=3 size=64 one request in flight: latency samples
 //   idle     count=40 gap=55   one 64 B request after `gap` ms with nothing to do, each
 //                              time: latency samples (what waking from idle costs; not
@@ -64,6 +65,7 @@ const scenarios = {
     let resumed = 0
     for (let i = 0; i < param('count', 20); i++) {
       await client.disconnect() // not timed, as `connect` does not time closing
+      if (param('gap', 0) > 0) await new Promise((resolve) => setTimeout(resolve, param('gap', 0)))
       const start = now()
       await client.request(payload)
       samples.push(msSince(start))

@@ -12,9 +12,9 @@ const ROWS = [
   ['bulk (MB/s each way), one payload echoed', 'bulk', 'mbPerSec', 0],
   ['connect p50 (ms), new connection + first reply', 'connect', 'p50Ms', 2],
   ['connect p99 (ms)', 'connect', 'p99Ms', 2],
-  ['0-RTT reconnect p50 (ms), reconnect + first reply', 'resume', 'p50Ms', 2],
-  ['0-RTT reconnect p99 (ms)', 'resume', 'p99Ms', 2],
-  ['reconnects that resumed in 0-RTT', 'resume', 'resumed', 0],
+  ['reconnect p50 (ms), resuming the session (quic: 0-RTT) + first reply', 'resume', 'p50Ms', 2],
+  ['reconnect p99 (ms)', 'resume', 'p99Ms', 2],
+  ['reconnects that resumed their session', 'resume', 'resumed', 0],
   ['spawn10 (wall ms), 10 agents connect and request at once', 'spawn10', 'wallMs', 1],
   ['memory (KiB per idle connection, server RSS)', 'memory', 'bytesPerConnection', 1, 1 / 1024],
 ]

@@ -67,9 +67,10 @@ const PARAMS = QUICK
     }
 // What the pure-Rust peer (examples/bench_peer.rs) can run.
 const RUST_SCENARIOS = new Set(['connect', 'resume', 'rtt', 'rps', 'bulk'])
-// `resume` (a reconnect in 0-RTT) is measured for this package and its Rust core; its
-// target compares it with the other transports' `connect`.
-const RESUME_TRANSPORTS = new Set(['quic', 'rust-quic'])
+// `resume` (a reconnect resuming its session: 0-RTT for this package and its Rust core,
+// TLS session resumption for tcp-tls); its target compares quic's with tcp-tls's
+// `connect`.
+const RESUME_TRANSPORTS = new Set(['quic', 'rust-quic', 'tcp-tls'])
 const LOSS_RATES = [1, 5]
 const LOSS_SCENARIOS = ['rtt', 'rps']
 const HOST = '127.0.0.1'
