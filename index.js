@@ -627,32 +627,37 @@ class QuicTransport {
    */
   #answer(token, buf, frame, peer) {
     let result
+    // The reply carries the request's id, so that Rust sends it as it is.
+    const id = frame.id
     try {
       const handler = this.#requestHandler
       if (!handler) throw new Error('this peer has no request handler (onRequest)')
       result = handler(frameMessage(buf, frame), peer)
     } catch (err) {
-      this.#respond(token, err, true)
+      this.#respond(token, id, err, true)
       return
     }
     if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
       result.then(
-        (payload) => this.#respond(token, payload, false),
-        (err) => this.#respond(token, err, true),
+        (payload) => this.#respond(token, id, payload, false),
+        (err) => this.#respond(token, id, err, true),
       )
     } else {
-      this.#respond(token, result, false)
+      this.#respond(token, id, result, false)
     }
   }
 
-  /** Queues the RESPOND command for `token`: the reply's payload, or the handler's error. */
-  #respond(token, value, failed) {
+  /**
+   * Queues the RESPOND command for `token` (a request with id `id`): the reply's
+   * payload, or the handler's error.
+   */
+  #respond(token, id, value, failed) {
     if (this.#closing) return
     let reply
     if (!failed) {
       try {
         const { text, data } = encodePayload(value, 'reply')
-        reply = { kind: Kind.RESPONSE, m: { id: '', type: 'response', streamId: '', text, data, metadata: undefined } }
+        reply = { kind: Kind.RESPONSE, m: { id, type: 'response', streamId: '', text, data, metadata: undefined } }
       } catch (err) {
         value = err
       }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::config::TransportConfig;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::handler::{Handler, NoHandler, Peer};
+use crate::handler::{FrameHandler, Handler, NoHandler, Peer};
 use crate::message::Message;
 use crate::stats::{ConnectionStats, PoolStats};
 
@@ -50,7 +50,18 @@ impl QuicClient {
     /// # Errors
     /// As [`QuicClient::new`].
     pub fn with_handler(config: TransportConfig, handler: impl Handler) -> Result<Self, Error> {
-        let endpoint = Endpoint::bind(config, Arc::new(handler), false)?;
+        let endpoint = Endpoint::bind(config, Arc::new(handler), None, false)?;
+        Ok(QuicClient { endpoint })
+    }
+
+    /// [`QuicClient::with_handler`] whose handler takes requests as frames.
+    #[cfg_attr(not(feature = "node"), allow(dead_code))] // used by the Node binding
+    pub(crate) fn with_frame_handler<H: Handler + FrameHandler + Clone>(
+        config: TransportConfig,
+        handler: H,
+    ) -> Result<Self, Error> {
+        let frames: Arc<dyn FrameHandler> = Arc::new(handler.clone());
+        let endpoint = Endpoint::bind(config, Arc::new(handler), Some(frames), false)?;
         Ok(QuicClient { endpoint })
     }
 

@@ -149,6 +149,12 @@ pub(crate) struct WireFrame {
 }
 
 impl WireFrame {
+    /// The frame's `id` field ("" when the fields do not parse, which a frame read by
+    /// [`read_wire_frame`] cannot be).
+    pub(crate) fn id(&self) -> &str {
+        Fields::parse(&self.head[HEADER_LEN..]).map_or("", |f| f.id)
+    }
+
     /// The frame as a message, its fields copied out.
     ///
     /// # Errors
@@ -158,9 +164,17 @@ impl WireFrame {
     }
 }
 
+/// The raw `id` field of a frame whose header and fields are `head`, if it is there.
+#[cfg_attr(not(feature = "node"), allow(dead_code))] // used by the Node binding
+pub(crate) fn head_id(head: &[u8]) -> Option<&[u8]> {
+    let fields = head.get(HEADER_LEN..)?;
+    let len = u16::from_be_bytes([*fields.first()?, *fields.get(1)?]) as usize;
+    fields.get(2..2 + len)
+}
+
 /// The message of a frame whose header and fields are `head` (checked already), with
 /// `payload`.
-fn head_message(head: &[u8], payload: Bytes) -> Result<Message, Error> {
+pub(crate) fn head_message(head: &[u8], payload: Bytes) -> Result<Message, Error> {
     let json = head[2] & FLAG_JSON != 0;
     let fields = Fields::parse(&head[HEADER_LEN..])?;
     Ok(Message {

@@ -798,8 +798,11 @@ async fn serve_request(
     let limit = endpoint.config.max_message_bytes;
     // A requester that never finishes its stream gets no more than the request timeout.
     let read = async {
-        let frame = codec::read_frame(&mut recv, limit).await?;
-        if matches!(frame, Some((FrameKind::Request | FrameKind::Goodbye, _))) {
+        let frame = codec::read_wire_frame(&mut recv, limit).await?;
+        if frame
+            .as_ref()
+            .is_some_and(|f| matches!(f.kind, FrameKind::Request | FrameKind::Goodbye))
+        {
             codec::expect_end(&mut recv).await?;
         }
         Ok(frame)
@@ -809,8 +812,8 @@ async fn serve_request(
         return;
     };
     let request = match read {
-        Ok(Some((FrameKind::Request, request))) => Ok(request),
-        Ok(Some((FrameKind::Goodbye, goodbye))) => {
+        Ok(Some(frame)) if frame.kind == FrameKind::Request => Ok(frame),
+        Ok(Some(goodbye)) if goodbye.kind == FrameKind::Goodbye => {
             let count = <[u8; 8]>::try_from(&goodbye.payload[..]).map(u64::from_be_bytes);
             let reply = match count {
                 Ok(count) => {
@@ -836,10 +839,11 @@ async fn serve_request(
             }
             return;
         }
-        Ok(Some((kind, message))) => Err((
-            message.id,
+        Ok(Some(frame)) => Err((
+            frame.id().to_owned(),
             Error::Protocol(format!(
-                "expected a request on a bidirectional stream, got {kind:?}"
+                "expected a request on a bidirectional stream, got {:?}",
+                frame.kind
             )),
         )),
         Ok(None) => return,
@@ -847,7 +851,7 @@ async fn serve_request(
         Err(_) => return,
     };
     let (id, request) = match request {
-        Ok(request) => (request.id.clone(), Ok(request)),
+        Ok(request) => (request.id().to_owned(), Ok(request)),
         Err((id, error)) => {
             let code = match error {
                 Error::MessageTooLarge { .. } => app_code::TOO_LARGE,
@@ -857,7 +861,10 @@ async fn serve_request(
             (id, Err(error))
         }
     };
-    let stopped = send.stopped();
+    // Only a handler that answers through a future is waited for, and stops being
+    // waited for when the requester gives up (a `stopped` future costs two locks of the
+    // connection's state, to make and to drop).
+    let stopped = (!endpoint.takes_frames()).then(|| send.stopped());
     let responder = Responder::new(send, id, limit, endpoint.tasks.clone(), open);
     let request = match request {
         Ok(request) => request,
@@ -866,10 +873,14 @@ async fn serve_request(
             return;
         }
     };
-    // A handler that answers at once (or hands the request on, as the Node binding's
-    // does) completes here at the first poll, before the other branches cost anything.
-    // One that never answers is answered by the responder's drop.
-    let answered = endpoint.answer(request, conn.peer(), responder.clone());
+    // A handler that takes the request as a frame (the Node binding's) has it now. One
+    // that answers at once completes at the first poll, before the other branches cost
+    // anything. One that never answers is answered by the responder's drop.
+    let (Some(answered), Some(stopped)) =
+        (endpoint.answer(request, conn.peer(), &responder), stopped)
+    else {
+        return;
+    };
     tokio::select! {
         biased;
         _ = answered => {}

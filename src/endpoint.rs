@@ -14,7 +14,7 @@ use crate::config::TransportConfig;
 use crate::connection::{self, app_code, Conn};
 use crate::dialling::Dialling;
 use crate::error::Error;
-use crate::handler::{Handler, Peer};
+use crate::handler::{FrameHandler, Handler, Peer};
 use crate::inbox::Inbox;
 use crate::message::Message;
 use crate::outbox::{self, Outbox};
@@ -43,6 +43,8 @@ pub(crate) struct Endpoint {
     pub(crate) outbox: Outbox,
     pub(crate) inbox: Inbox,
     handler: Arc<dyn Handler>,
+    /// Takes requests as frames, in `handler`'s place, when set.
+    frames: Option<Arc<dyn FrameHandler>>,
     shutdown: watch::Sender<bool>,
     /// The OS chose the port and nobody can connect to it (a dial-only transport), so
     /// `close` need not wait for the socket to be freed.
@@ -76,6 +78,7 @@ impl Endpoint {
     pub(crate) fn bind(
         config: TransportConfig,
         handler: Arc<dyn Handler>,
+        frames: Option<Arc<dyn FrameHandler>>,
         accept: bool,
     ) -> Result<Arc<Self>, Error> {
         let identity = match &config.identity {
@@ -127,6 +130,7 @@ impl Endpoint {
             outbox: Outbox::default(),
             inbox: Inbox::default(),
             handler,
+            frames,
             shutdown: watch::channel(false).0,
             tasks: TaskTracker::new(),
             writers: TaskTracker::new(),
@@ -408,14 +412,31 @@ impl Endpoint {
         self.inbox.receive(from, channel).await
     }
 
-    /// Hands a request to the handler, which answers through `responder`.
+    /// Whether requests go to a [`FrameHandler`] (which keeps nothing waiting).
+    pub(crate) fn takes_frames(&self) -> bool {
+        self.frames.is_some()
+    }
+
+    /// Hands a request (a Request frame) to the handler, which answers through
+    /// `responder`: `None` when it was handed on as it is, to a [`FrameHandler`];
+    /// otherwise decoded for [`Handler::answer`], whose future this is.
     pub(crate) fn answer(
         &self,
-        request: Message,
+        request: codec::WireFrame,
         peer: Peer,
-        responder: Responder,
-    ) -> crate::handler::BoxFuture<()> {
-        self.handler.answer(request, peer, responder)
+        responder: &Responder,
+    ) -> Option<crate::handler::BoxFuture<()>> {
+        if let Some(frames) = &self.frames {
+            frames.answer_frame(request, peer, responder.clone());
+            return None;
+        }
+        match request.into_message() {
+            Ok(request) => Some(self.handler.answer(request, peer, responder.clone())),
+            Err(e) => {
+                responder.answer(Err(e));
+                None
+            }
+        }
     }
 
     /// Hands a one-way message to the handler, or queues it for `receive`.

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::codec::WireFrame;
 use crate::message::Message;
 use crate::reply::Responder;
 
@@ -52,6 +53,17 @@ pub trait Handler: Send + Sync + 'static {
     fn wants_messages(&self) -> bool {
         true
     }
+}
+
+/// A handler that takes each request as the frame it arrived in, rather than decoded
+/// into a [`Message`]: the Node binding, which hands requests to JS as frames, so a
+/// request is neither decoded nor encoded again on its way through (the replies JS
+/// writes go back the same way: [`Responder::answer_frame`]). A transport made with one
+/// calls it instead of [`Handler::answer`]. It must hand the request on at once: no
+/// task waits for it, and `responder` is all that answers the requester.
+pub(crate) trait FrameHandler: Send + Sync + 'static {
+    /// Takes a Request frame (its fields checked) from `peer`.
+    fn answer_frame(&self, request: WireFrame, peer: Peer, responder: Responder);
 }
 
 /// A handler that answers no requests and leaves every message to `receive`.

@@ -78,6 +78,26 @@ impl Responder {
         true
     }
 
+    /// Answers with a Response frame whose fields were checked (the Node binding's
+    /// replies, which JS writes with the request's id): written as it is when it
+    /// carries the request's id and is within the limit, and otherwise decoded and
+    /// answered as [`Responder::respond`] does, which gives it the id or refuses it.
+    #[cfg_attr(not(feature = "node"), allow(dead_code))] // used by the Node binding
+    pub(crate) fn answer_frame(&self, head: Bytes, payload: Bytes) -> bool {
+        debug_assert_eq!(head.get(1), Some(&(FrameKind::Response as u8)));
+        let body = head.len().saturating_sub(codec::HEADER_LEN) + payload.len();
+        let as_it_is =
+            body as u64 <= self.0.limit && codec::head_id(&head) == Some(self.0.id.as_bytes());
+        if !as_it_is {
+            return self.answer(codec::head_message(&head, payload));
+        }
+        let Some(stream) = self.take() else {
+            return false;
+        };
+        spawn_polled(&self.0.tasks, write(stream, Some((head, payload))));
+        true
+    }
+
     fn take(&self) -> Option<quinn::SendStream> {
         self.0
             .stream
@@ -150,5 +170,87 @@ pub(crate) fn spawn_polled(tasks: &TaskTracker, work: impl Future<Output = ()> +
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     if work.as_mut().poll(&mut cx).is_pending() {
         tasks.spawn(work);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use crate::codec::{self, FrameKind, WireFrame};
+    use crate::config::trusting;
+    use crate::handler::{BoxFuture, FrameHandler, Handler, Peer};
+    use crate::{ErrorCode, Message, QuicClient, QuicServer, Responder, TransportConfig};
+
+    /// Answers each request with a Response frame of its own making: the request's
+    /// payload, and the id the request's type asks for ("same": the request's, "other":
+    /// another), or a payload over the server's limit ("big").
+    #[derive(Clone)]
+    struct Frames;
+
+    impl FrameHandler for Frames {
+        fn answer_frame(&self, request: WireFrame, _peer: Peer, responder: Responder) {
+            let id = request.id().to_owned();
+            let request = request.into_message().unwrap();
+            let mut reply = Message::binary("response", request.payload.clone());
+            reply.metadata = Some(bytes::Bytes::from_static(b"{\"m\":1}"));
+            reply.id = match request.kind.as_str() {
+                "other" => "not-the-request's".into(),
+                _ => id,
+            };
+            if request.kind == "big" {
+                reply.payload = vec![1u8; 4096].into();
+            }
+            let (head, payload) = codec::encode(FrameKind::Response, &reply, u64::MAX).unwrap();
+            assert!(responder.answer_frame(head.clone(), payload.clone()));
+            assert!(!responder.answer_frame(head, payload), "answered twice");
+        }
+    }
+
+    impl Handler for Frames {
+        fn request(&self, _request: Message, _peer: Peer) -> BoxFuture<Result<Message, String>> {
+            Box::pin(async { Err("requests come as frames".to_owned()) })
+        }
+
+        fn message(&self, _message: Message, _peer: Peer) -> BoxFuture<()> {
+            Box::pin(async {})
+        }
+    }
+
+    async fn ask(
+        client: &QuicClient,
+        addr: SocketAddr,
+        kind: &str,
+    ) -> Result<Message, crate::Error> {
+        let request = Message::binary(kind, b"ping".to_vec()).with_id(format!("id-{kind}"));
+        client.request(addr, request).await
+    }
+
+    #[tokio::test]
+    async fn a_reply_frame_goes_out_with_the_request_id_and_within_the_limit() {
+        let config = TransportConfig {
+            max_message_bytes: 1024,
+            ..TransportConfig::default()
+        };
+        let server = QuicServer::bind_frames(config, Frames).unwrap();
+        let client = QuicClient::new(trusting(&server.fingerprint())).unwrap();
+        let addr = server.local_addr();
+        for kind in ["same", "other"] {
+            let reply = ask(&client, addr, kind).await.unwrap();
+            assert_eq!(reply.id, format!("id-{kind}"), "{kind}");
+            assert_eq!(&reply.payload[..], b"ping");
+            assert_eq!(reply.metadata.as_deref(), Some(&b"{\"m\":1}"[..]));
+        }
+        let refused = match ask(&client, addr, "big").await {
+            Ok(reply) => panic!("a reply of {} bytes got through", reply.payload.len()),
+            Err(e) => e,
+        };
+        assert_eq!(refused.code(), ErrorCode::MessageTooLarge, "{refused}");
+        assert!(
+            refused.to_string().contains("responder's limit"),
+            "{refused}"
+        );
+        client.close().await;
+        server.close().await;
     }
 }

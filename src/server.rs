@@ -7,7 +7,7 @@ use crate::client::QuicClient;
 use crate::config::TransportConfig;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::handler::Handler;
+use crate::handler::{FrameHandler, Handler};
 
 /// A listener. Each accepted connection is served on its own tasks: requests (one
 /// bidirectional stream each) concurrently, messages of one channel in order. A failed
@@ -32,13 +32,36 @@ impl QuicServer {
     /// # Errors
     /// [`Error::InvalidArg`] when the address cannot be bound or the TLS setup fails.
     pub fn bind(config: TransportConfig, handler: impl Handler) -> Result<Self, Error> {
-        let endpoint = Endpoint::bind(config, Arc::new(handler), true)?;
+        Ok(Self::start(Endpoint::bind(
+            config,
+            Arc::new(handler),
+            None,
+            true,
+        )?))
+    }
+
+    /// [`QuicServer::bind`] whose handler takes requests as frames.
+    #[cfg_attr(not(feature = "node"), allow(dead_code))] // used by the Node binding
+    pub(crate) fn bind_frames<H: Handler + FrameHandler + Clone>(
+        config: TransportConfig,
+        handler: H,
+    ) -> Result<Self, Error> {
+        let frames: Arc<dyn FrameHandler> = Arc::new(handler.clone());
+        Ok(Self::start(Endpoint::bind(
+            config,
+            Arc::new(handler),
+            Some(frames),
+            true,
+        )?))
+    }
+
+    fn start(endpoint: Arc<Endpoint>) -> Self {
         let local_addr = endpoint.local_addr();
         endpoint.tasks.spawn(endpoint.clone().accept_loop());
-        Ok(QuicServer {
+        QuicServer {
             endpoint,
             local_addr,
-        })
+        }
     }
 
     /// The address it listens on (with the port the OS chose when 0 was asked).

@@ -220,18 +220,16 @@ impl Events {
         }
     }
 
-    /// An incoming request, answered later by `respond(token)`.
-    pub(crate) fn request(&self, token: u32, request: Message, peer: &Peer) -> Result<(), Error> {
-        let (head, payload) = codec::encode(FrameKind::Request, &request, u64::MAX)?;
-        drop(request);
+    /// An incoming request (a Request frame as it came), answered later by
+    /// `respond(token)`.
+    pub(crate) fn request(&self, token: u32, request: WireFrame, peer: &Peer) {
         self.push(0, |p| {
             let idx = peer_index(p, peer);
             let mut prefix = [0u8; 8];
             prefix[..4].copy_from_slice(&token.to_be_bytes());
             prefix[4..].copy_from_slice(&idx.to_be_bytes());
-            put_record(p, REQUEST, &prefix, &head, payload);
+            put_record(p, REQUEST, &prefix, &request.head, request.payload);
         });
-        Ok(())
     }
 
     /// An incoming one-way message; waits while [`MESSAGE_ROOM_KIB`] are queued for JS.

@@ -15,7 +15,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::events::Events;
-use crate::handler::{BoxFuture, Handler, Peer};
+use bytes::Bytes;
+
+use crate::codec::{self, FrameKind, WireFrame};
+use crate::handler::{BoxFuture, FrameHandler, Handler, Peer};
 use crate::message::Message;
 use crate::reply::Responder;
 
@@ -71,6 +74,15 @@ impl JsHandler {
         let waiting = self.lock().remove(&token);
         if let Some((responder, _)) = waiting {
             responder.respond(reply);
+        }
+    }
+
+    /// [`JsHandler::respond`] with the reply as JS wrote it: a Response frame (its
+    /// fields checked), which goes out as it is when it has the request's id.
+    pub(crate) fn respond_frame(&self, token: u32, head: Bytes, payload: Bytes) {
+        let waiting = self.lock().remove(&token);
+        if let Some((responder, _)) = waiting {
+            responder.answer_frame(head, payload);
         }
     }
 
@@ -130,19 +142,19 @@ impl Handler for SharedHandler {
         Box::pin(async { Err("requests are answered through Handler::answer".to_owned()) })
     }
 
-    /// Hands the request to JS and completes at once; the responder waits in `pending`.
+    /// Hands the request to JS as a frame (see [`FrameHandler`]), which is how the
+    /// transport calls it; here for completeness.
     fn answer(&self, request: Message, peer: Peer, responder: Responder) -> BoxFuture<()> {
-        let handler = &self.0;
-        if !handler.wants_requests.load(Ordering::Relaxed) {
-            responder.respond(Err(
-                "this peer has no request handler (onRequest)".to_owned()
-            ));
-        } else {
-            let token = handler.next_token.fetch_add(1, Ordering::Relaxed);
-            let deadline = Instant::now() + handler.request_timeout;
-            handler.lock().insert(token, (responder.clone(), deadline));
-            if let Err(e) = handler.events.request(token, request, &peer) {
-                handler.lock().remove(&token);
+        match codec::encode(FrameKind::Request, &request, u64::MAX) {
+            Ok((head, payload)) => {
+                let frame = WireFrame {
+                    kind: FrameKind::Request,
+                    head,
+                    payload,
+                };
+                self.answer_frame(frame, peer, responder);
+            }
+            Err(e) => {
                 responder.respond(Err(e.to_string()));
             }
         }
@@ -159,5 +171,22 @@ impl Handler for SharedHandler {
 
     fn wants_messages(&self) -> bool {
         self.0.wants_messages.load(Ordering::Relaxed)
+    }
+}
+
+impl FrameHandler for SharedHandler {
+    /// Hands the request to JS as it came; the responder waits in `pending`.
+    fn answer_frame(&self, request: WireFrame, peer: Peer, responder: Responder) {
+        let handler = &self.0;
+        if !handler.wants_requests.load(Ordering::Relaxed) {
+            responder.respond(Err(
+                "this peer has no request handler (onRequest)".to_owned()
+            ));
+            return;
+        }
+        let token = handler.next_token.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + handler.request_timeout;
+        handler.lock().insert(token, (responder, deadline));
+        handler.events.request(token, request, &peer);
     }
 }

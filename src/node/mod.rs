@@ -162,10 +162,10 @@ impl NativeTransport {
         let (client, listening) = within_runtime_if_available(|| {
             handler.start_sweeper();
             if config.listen.is_some() {
-                let server = QuicServer::bind(config, shared)?;
+                let server = QuicServer::bind_frames(config, shared)?;
                 Ok::<_, Error>((server.client(), Some(server.local_addr())))
             } else {
-                Ok((QuicClient::with_handler(config, shared)?, None))
+                Ok((QuicClient::with_frame_handler(config, shared)?, None))
             }
         })
         .into_js()?;
@@ -320,15 +320,22 @@ impl NativeTransport {
                         }
                     }
                     Command::Respond { token, frame } => {
-                        let reply = match frame {
-                            Ok(f) if f.kind == FrameKind::Response => {
-                                f.into_message().map_err(|e| e.to_string())
-                            }
-                            Ok(f) => Err(String::from_utf8_lossy(&f.payload).into_owned()),
-                            Err(e) => Err(e.to_string()),
-                        };
                         let handler = self.handler.clone();
-                        work.push(Box::pin(async move { handler.respond(token, reply) }));
+                        work.push(match frame {
+                            // Written as JS wrote it (with the request's id).
+                            Ok(f) if f.kind == FrameKind::Response => {
+                                Box::pin(
+                                    async move { handler.respond_frame(token, f.head, f.payload) },
+                                )
+                            }
+                            failed => {
+                                let reply = Err(match failed {
+                                    Ok(f) => String::from_utf8_lossy(&f.payload).into_owned(),
+                                    Err(e) => e.to_string(),
+                                });
+                                Box::pin(async move { handler.respond(token, reply) })
+                            }
+                        });
                     }
                 }
             }
