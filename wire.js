@@ -214,7 +214,7 @@ function readFrame(buf, at) {
   const id = idLen === 0 ? '' : buf.toString('utf8', p + 2, p + 2 + idLen)
   p += 2 + idLen
   const typeLen = get16(buf, p)
-  const type = typeLen === 0 ? '' : buf.toString('utf8', p + 2, p + 2 + typeLen)
+  const type = typeLen === 0 ? '' : knownText(buf, p + 2, typeLen)
   p += 2 + typeLen
   const streamLen = get16(buf, p)
   // Empty fields (a reply's channel) skip the call into C++.
@@ -226,7 +226,33 @@ function readFrame(buf, at) {
   const payloadEnd = payloadStart + payloadLen
   // (The payload may be elsewhere: eventFrame checks that it is all there.)
   if (p + 4 + metaLen !== payloadStart || payloadStart > buf.length) throw truncatedBatch()
-  return { kind, json, id, type, streamId, metadata, payloadStart, payloadEnd }
+  // `src` and `end` are eventFrame's, set here so that every frame has one shape.
+  return { kind, json, id, type, streamId, metadata, payloadStart, payloadEnd, src: buf, end: payloadEnd }
+}
+
+// The types most recently read, as bytes and as strings: a message type repeats from
+// frame to frame (every reply's is `response`), and comparing a few bytes costs less
+// than decoding them, a call into C++ and a new string each time.
+const KNOWN_TEXTS = 8
+const KNOWN_LEN = 32
+const knownBytes = []
+const knownStrings = []
+let knownNext = 0
+
+/** The UTF-8 text of `len` bytes at `at`, reused when it was read lately. */
+function knownText(buf, at, len) {
+  if (len > KNOWN_LEN) return buf.toString('utf8', at, at + len)
+  search: for (let k = 0; k < knownBytes.length; k++) {
+    const bytes = knownBytes[k]
+    if (bytes.length !== len) continue
+    for (let i = 0; i < len; i++) if (bytes[i] !== buf[at + i]) continue search
+    return knownStrings[k]
+  }
+  const text = buf.toString('utf8', at, at + len)
+  knownBytes[knownNext] = Uint8Array.prototype.slice.call(buf, at, at + len)
+  knownStrings[knownNext] = text
+  knownNext = (knownNext + 1) % KNOWN_TEXTS
+  return text
 }
 
 function truncatedBatch() {
@@ -242,8 +268,6 @@ function eventFrame(buf, at, code, detached, next) {
   const frame = readFrame(buf, at)
   if ((code & DETACHED) === 0) {
     if (frame.payloadEnd > buf.length) throw truncatedBatch()
-    frame.src = buf
-    frame.end = frame.payloadEnd
     return frame
   }
   const payload = detached?.[next.i++]
