@@ -138,8 +138,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// A frame read whole, its fields checked but not copied out of it: the Node binding
-/// hands a reply to JS as it came (decoding it into a [`Message`] and encoding it again
-/// cost three allocations per reply).
+/// hands replies and requests to JS as they came (decoding each into a [`Message`] and
+/// encoding it again cost three allocations per frame).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct WireFrame {
     pub(crate) kind: FrameKind,
@@ -152,7 +152,8 @@ impl WireFrame {
     /// The frame's `id` field ("" when the fields do not parse, which a frame read by
     /// [`read_wire_frame`] cannot be).
     pub(crate) fn id(&self) -> &str {
-        Fields::parse(&self.head[HEADER_LEN..]).map_or("", |f| f.id)
+        let fields = self.head.get(HEADER_LEN..).unwrap_or_default();
+        Fields::parse(fields).map_or("", |f| f.id)
     }
 
     /// The frame as a message, its fields copied out.
@@ -175,8 +176,11 @@ pub(crate) fn head_id(head: &[u8]) -> Option<&[u8]> {
 /// The message of a frame whose header and fields are `head` (checked already), with
 /// `payload`.
 pub(crate) fn head_message(head: &[u8], payload: Bytes) -> Result<Message, Error> {
-    let json = head[2] & FLAG_JSON != 0;
-    let fields = Fields::parse(&head[HEADER_LEN..])?;
+    let (Some(flags), Some(fields)) = (head.get(2), head.get(HEADER_LEN..)) else {
+        return Err(Error::Protocol("frame shorter than its header".into()));
+    };
+    let json = flags & FLAG_JSON != 0;
+    let fields = Fields::parse(fields)?;
     Ok(Message {
         payload,
         encoding: if json {

@@ -876,10 +876,16 @@ async fn serve_request(
     // A handler that takes the request as a frame (the Node binding's) has it now. One
     // that answers at once completes at the first poll, before the other branches cost
     // anything. One that never answers is answered by the responder's drop.
-    let (Some(answered), Some(stopped)) =
-        (endpoint.answer(request, conn.peer(), &responder), stopped)
-    else {
+    let Some(answered) = endpoint.answer(request, conn.peer(), &responder) else {
         return;
+    };
+    // (Without a `stopped`, which a handler with a future always has, the handler is
+    // waited for until the timeout.)
+    let stopped = async move {
+        match stopped {
+            Some(stopped) => drop(stopped.await),
+            None => std::future::pending().await,
+        }
     };
     tokio::select! {
         biased;

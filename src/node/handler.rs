@@ -142,8 +142,8 @@ impl Handler for SharedHandler {
         Box::pin(async { Err("requests are answered through Handler::answer".to_owned()) })
     }
 
-    /// Hands the request to JS as a frame (see [`FrameHandler`]), which is how the
-    /// transport calls it; here for completeness.
+    /// Hands the request to JS as a frame. The transport never calls this (it calls
+    /// [`FrameHandler::answer_frame`]); it is here for a caller holding a `Message`.
     fn answer(&self, request: Message, peer: Peer, responder: Responder) -> BoxFuture<()> {
         match codec::encode(FrameKind::Request, &request, u64::MAX) {
             Ok((head, payload)) => {
