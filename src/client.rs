@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::TransportConfig;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{self, Endpoint};
 use crate::error::Error;
 use crate::handler::{FrameHandler, Handler, NoHandler, Peer};
 use crate::message::Message;
@@ -56,12 +56,12 @@ impl QuicClient {
 
     /// [`QuicClient::with_handler`] whose handler takes requests as frames.
     #[cfg_attr(not(feature = "node"), allow(dead_code))] // used by the Node binding
-    pub(crate) fn with_frame_handler<H: Handler + FrameHandler + Clone>(
+    pub(crate) fn with_frame_handler(
         config: TransportConfig,
-        handler: H,
+        handler: impl Handler + FrameHandler,
     ) -> Result<Self, Error> {
-        let frames: Arc<dyn FrameHandler> = Arc::new(handler.clone());
-        let endpoint = Endpoint::bind(config, Arc::new(handler), Some(frames), false)?;
+        let (handler, frames) = endpoint::frame_handlers(handler);
+        let endpoint = Endpoint::bind(config, handler, frames, false)?;
         Ok(QuicClient { endpoint })
     }
 

@@ -149,11 +149,12 @@ pub(crate) struct WireFrame {
 }
 
 impl WireFrame {
-    /// The frame's `id` field ("" when the fields do not parse, which a frame read by
-    /// [`read_wire_frame`] cannot be).
+    /// The frame's `id` field ("" when it is not there or not UTF-8, which in a frame
+    /// read by [`read_wire_frame`] it cannot be).
     pub(crate) fn id(&self) -> &str {
-        let fields = self.head.get(HEADER_LEN..).unwrap_or_default();
-        Fields::parse(fields).map_or("", |f| f.id)
+        head_id(&self.head)
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .unwrap_or_default()
     }
 
     /// The frame as a message, its fields copied out.
@@ -166,7 +167,6 @@ impl WireFrame {
 }
 
 /// The raw `id` field of a frame whose header and fields are `head`, if it is there.
-#[cfg_attr(not(feature = "node"), allow(dead_code))] // used by the Node binding
 pub(crate) fn head_id(head: &[u8]) -> Option<&[u8]> {
     let fields = head.get(HEADER_LEN..)?;
     let len = u16::from_be_bytes([*fields.first()?, *fields.get(1)?]) as usize;

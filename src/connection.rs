@@ -861,32 +861,31 @@ async fn serve_request(
             (id, Err(error))
         }
     };
-    // Only a handler that answers through a future is waited for, and stops being
-    // waited for when the requester gives up (a `stopped` future costs two locks of the
+    // A handler that takes requests as frames (the Node binding's) has it at once, and
+    // nothing waits for it: no `stopped` future is made (one costs two locks of the
     // connection's state, to make and to drop).
-    let stopped = (!endpoint.takes_frames()).then(|| send.stopped());
+    if let Some(frames) = endpoint.frame_handler() {
+        let responder = Responder::new(send, id, limit, endpoint.tasks.clone(), open);
+        match request {
+            Ok(request) => frames.answer_frame(request, conn.peer(), responder),
+            Err(error) => {
+                responder.answer(Err(error));
+            }
+        }
+        return;
+    }
+    let stopped = send.stopped();
     let responder = Responder::new(send, id, limit, endpoint.tasks.clone(), open);
-    let request = match request {
+    let request = match request.and_then(codec::WireFrame::into_message) {
         Ok(request) => request,
         Err(error) => {
             responder.answer(Err(error));
             return;
         }
     };
-    // A handler that takes the request as a frame (the Node binding's) has it now. One
-    // that answers at once completes at the first poll, before the other branches cost
-    // anything. One that never answers is answered by the responder's drop.
-    let Some(answered) = endpoint.answer(request, conn.peer(), &responder) else {
-        return;
-    };
-    // (Without a `stopped`, which a handler with a future always has, the handler is
-    // waited for until the timeout.)
-    let stopped = async move {
-        match stopped {
-            Some(stopped) => drop(stopped.await),
-            None => std::future::pending().await,
-        }
-    };
+    // A handler that answers at once completes here at the first poll, before the other
+    // branches cost anything. One that never answers is answered by the responder's drop.
+    let answered = endpoint.answer(request, conn.peer(), responder.clone());
     tokio::select! {
         biased;
         _ = answered => {}

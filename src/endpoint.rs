@@ -71,6 +71,17 @@ impl Drop for Endpoint {
     }
 }
 
+/// A handler that takes requests as frames, as the two handlers an endpoint keeps
+/// (one allocation shared by both).
+#[cfg_attr(not(feature = "node"), allow(dead_code))] // used by the Node binding
+pub(crate) fn frame_handlers<H: Handler + FrameHandler>(
+    handler: H,
+) -> (Arc<dyn Handler>, Option<Arc<dyn FrameHandler>>) {
+    let handler = Arc::new(handler);
+    let frames: Arc<dyn FrameHandler> = handler.clone();
+    (handler, Some(frames))
+}
+
 impl Endpoint {
     /// Binds the socket. With `accept`, the endpoint accepts connections on
     /// `config.listen` (127.0.0.1:0 when unset); without, it only dials, from `listen`
@@ -412,31 +423,20 @@ impl Endpoint {
         self.inbox.receive(from, channel).await
     }
 
-    /// Whether requests go to a [`FrameHandler`] (which keeps nothing waiting).
-    pub(crate) fn takes_frames(&self) -> bool {
-        self.frames.is_some()
+    /// The handler that takes requests as frames, in [`Endpoint::answer`]'s place, if
+    /// there is one.
+    pub(crate) fn frame_handler(&self) -> Option<&dyn FrameHandler> {
+        self.frames.as_deref()
     }
 
-    /// Hands a request (a Request frame) to the handler, which answers through
-    /// `responder`: `None` when it was handed on as it is, to a [`FrameHandler`];
-    /// otherwise decoded for [`Handler::answer`], whose future this is.
+    /// Hands a request to the handler, which answers through `responder`.
     pub(crate) fn answer(
         &self,
-        request: codec::WireFrame,
+        request: Message,
         peer: Peer,
-        responder: &Responder,
-    ) -> Option<crate::handler::BoxFuture<()>> {
-        if let Some(frames) = &self.frames {
-            frames.answer_frame(request, peer, responder.clone());
-            return None;
-        }
-        match request.into_message() {
-            Ok(request) => Some(self.handler.answer(request, peer, responder.clone())),
-            Err(e) => {
-                responder.answer(Err(e));
-                None
-            }
-        }
+        responder: Responder,
+    ) -> crate::handler::BoxFuture<()> {
+        self.handler.answer(request, peer, responder)
     }
 
     /// Hands a one-way message to the handler, or queues it for `receive`.

@@ -185,7 +185,6 @@ mod tests {
     /// Answers each request with a Response frame of its own making: the request's
     /// payload, and the id the request's type asks for ("same": the request's, "other":
     /// another), or a payload over the server's limit ("big").
-    #[derive(Clone)]
     struct Frames;
 
     impl FrameHandler for Frames {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::client::QuicClient;
 use crate::config::TransportConfig;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{self, Endpoint};
 use crate::error::Error;
 use crate::handler::{FrameHandler, Handler};
 
@@ -42,17 +42,12 @@ impl QuicServer {
 
     /// [`QuicServer::bind`] whose handler takes requests as frames.
     #[cfg_attr(not(feature = "node"), allow(dead_code))] // used by the Node binding
-    pub(crate) fn bind_frames<H: Handler + FrameHandler + Clone>(
+    pub(crate) fn bind_frames(
         config: TransportConfig,
-        handler: H,
+        handler: impl Handler + FrameHandler,
     ) -> Result<Self, Error> {
-        let frames: Arc<dyn FrameHandler> = Arc::new(handler.clone());
-        Ok(Self::start(Endpoint::bind(
-            config,
-            Arc::new(handler),
-            Some(frames),
-            true,
-        )?))
+        let (handler, frames) = endpoint::frame_handlers(handler);
+        Ok(Self::start(Endpoint::bind(config, handler, frames, true)?))
     }
 
     fn start(endpoint: Arc<Endpoint>) -> Self {

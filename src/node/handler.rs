@@ -71,8 +71,7 @@ impl JsHandler {
     /// JS answered the request `token`: writes the reply (call on the runtime).
     /// Unknown tokens (timed out already) are ignored.
     pub(crate) fn respond(&self, token: u32, reply: Reply) {
-        let waiting = self.lock().remove(&token);
-        if let Some((responder, _)) = waiting {
+        if let Some(responder) = self.waiting(token) {
             responder.respond(reply);
         }
     }
@@ -80,10 +79,15 @@ impl JsHandler {
     /// [`JsHandler::respond`] with the reply as JS wrote it: a Response frame (its
     /// fields checked), which goes out as it is when it has the request's id.
     pub(crate) fn respond_frame(&self, token: u32, head: Bytes, payload: Bytes) {
-        let waiting = self.lock().remove(&token);
-        if let Some((responder, _)) = waiting {
+        if let Some(responder) = self.waiting(token) {
             responder.answer_frame(head, payload);
         }
+    }
+
+    /// The responder of request `token`, taken out of `pending` (`None` once it timed
+    /// out).
+    fn waiting(&self, token: u32) -> Option<Responder> {
+        self.lock().remove(&token).map(|(responder, _)| responder)
     }
 
     /// Fails every request waiting for JS (at close). Call on the runtime.
